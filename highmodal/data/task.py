@@ -1,0 +1,176 @@
+"""Tasks and task suites: what to predict from which modalities, with the data of each split."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from highmodal.errors import HighmodalError
+from highmodal.modalities.spec import ModalitySpec
+
+TARGETS = ("classification", "regression")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A prediction problem over one or more modalities.
+
+    ``out_dim`` is the number of classes for classification and the number of outputs for
+    regression. ``class_names`` maps class index → label as found in the source data.
+    ``weight`` is the loss weight in the multitask sum; ``batch_size`` overrides the suite's.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    target: str
+    out_dim: int
+    class_names: tuple[str, ...] = ()
+    weight: float = 1.0
+    batch_size: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"task {self.name!r}"
+        if not self.modalities:
+            raise HighmodalError(f"{where}: needs at least one modality")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise HighmodalError(f"{where}: modalities {list(self.modalities)} repeat a name")
+        if self.target not in TARGETS:
+            raise HighmodalError(f"{where}: target kind {self.target!r} is not one of {', '.join(TARGETS)}")
+        if self.target == "classification" and self.out_dim < 2:
+            raise HighmodalError(f"{where}: classification needs at least 2 classes, found {self.out_dim}")
+        if self.weight <= 0:
+            raise HighmodalError(f"{where}: weight must be > 0, got {self.weight}")
+
+    @property
+    def is_classification(self) -> bool:
+        return self.target == "classification"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Task:
+        d = dict(d)
+        d["modalities"] = tuple(d["modalities"])
+        d["class_names"] = tuple(d["class_names"])
+        return cls(**d)
+
+
+@dataclass
+class SplitData:
+    """Arrays of one split: ``inputs[modality]`` is ``(N, *shape)``; ``masks[modality]`` is ``(N, L)``."""
+
+    inputs: dict[str, np.ndarray]
+    y: np.ndarray
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx: np.ndarray) -> SplitData:
+        return SplitData(
+            {k: v[idx] for k, v in self.inputs.items()}, self.y[idx], {k: v[idx] for k, v in self.masks.items()}
+        )
+
+
+@dataclass
+class TaskData:
+    """A task, the specs of its modalities, and its train/val/test splits."""
+
+    task: Task
+    specs: dict[str, ModalitySpec]
+    splits: dict[str, SplitData]
+    source: str = ""
+
+    def check(self) -> None:
+        """Validate every split against the specs and the task; errors name the source and field."""
+        t = self.task
+        src = self.source or f"task {t.name!r}"
+        for split in SPLITS:
+            if split not in self.splits or len(self.splits[split]) == 0:
+                raise HighmodalError(f"{src}: task {t.name!r} has an empty {split!r} split")
+            data = self.splits[split]
+            where = f"{src} [{split}]"
+            for m in t.modalities:
+                if m not in data.inputs:
+                    raise HighmodalError(f"{where}: modality {m!r} is missing")
+                self.specs[m].validate(data.inputs[m], where)
+                if len(data.inputs[m]) != len(data.y):
+                    raise HighmodalError(
+                        f"{where}: modality {m!r} has {len(data.inputs[m])} samples but the target has {len(data.y)}"
+                    )
+                if m in data.masks:
+                    mask = data.masks[m]
+                    if mask.shape[0] != len(data.y) or not mask.reshape(len(mask), -1).any(axis=1).all():
+                        raise HighmodalError(f"{where}: mask of {m!r} is misshapen or marks a sample empty")
+            check_targets(t, data.y, where)
+
+
+def check_targets(task: Task, y: np.ndarray, where: str) -> None:
+    if task.is_classification:
+        if not np.issubdtype(y.dtype, np.integer):
+            raise HighmodalError(f"{where}: classification labels must be integers, got dtype {y.dtype}")
+        if y.ndim != 1:
+            raise HighmodalError(f"{where}: classification labels must be 1-D, got shape {y.shape}")
+        if len(y) and (y.min() < 0 or y.max() >= task.out_dim):
+            raise HighmodalError(
+                f"{where}: label {int(y.max() if y.max() >= task.out_dim else y.min())} is out of range "
+                f"0..{task.out_dim - 1} for task {task.name!r}"
+            )
+    else:
+        if not np.issubdtype(y.dtype, np.floating) or y.ndim != 2 or y.shape[1] != task.out_dim:
+            raise HighmodalError(
+                f"{where}: regression targets must be float of shape (N, {task.out_dim}), got {y.dtype} {y.shape}"
+            )
+        if not np.all(np.isfinite(y)):
+            raise HighmodalError(f"{where}: regression targets contain NaN or inf")
+
+
+@dataclass
+class TaskSuite:
+    """An ordered set of tasks sharing one modality vocabulary (same name → same modality code)."""
+
+    tasks: list[TaskData]
+
+    def __post_init__(self) -> None:
+        names = [td.task.name for td in self.tasks]
+        if not names:
+            raise HighmodalError("the suite has no tasks")
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise HighmodalError(f"task names must be unique; repeated: {', '.join(sorted(dup))}")
+        seen: dict[str, ModalitySpec] = {}
+        for td in self.tasks:
+            for name, spec in td.specs.items():
+                other = seen.setdefault(name, spec)
+                if (other.kind, other.shape) != (spec.kind, spec.shape):
+                    raise HighmodalError(
+                        f"modality {name!r} is declared twice with different kind/shape: "
+                        f"{other.kind} {other.shape} vs {spec.kind} {spec.shape}"
+                    )
+
+    @property
+    def specs(self) -> list[ModalitySpec]:
+        out: dict[str, ModalitySpec] = {}
+        for td in self.tasks:
+            for name in td.task.modalities:
+                out.setdefault(name, td.specs[name])
+        return list(out.values())
+
+    def __getitem__(self, name: str) -> TaskData:
+        for td in self.tasks:
+            if td.task.name == name:
+                return td
+        raise HighmodalError(f"no task {name!r} in the suite; tasks: {', '.join(t.task.name for t in self.tasks)}")
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)

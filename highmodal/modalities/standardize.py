@@ -1,0 +1,83 @@
+"""HighMMT input standardization: data ⊕ one-hot modality code ⊕ Fourier positions ⊕ zero pad.
+
+Every modality becomes a ``(B, L, d_all)`` sequence with ``L`` = product of its position axes and
+``d_all = max_m(d_m + |M| + d_pm)`` (HighMMT §3.1, Appendix B.1). There are no trainable
+parameters here. The reference code orders the blocks as data ⊕ zeros ⊕ positions ⊕ one-hot; we
+follow the paper's §3.1 order. The two differ by a fixed permutation of input channels, which the
+encoder's first linear maps absorb, so the model family is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from highmodal.errors import HighmodalError
+from highmodal.modalities.spec import ModalitySpec
+from highmodal.nn.fourier import fourier_encode, grid_positions
+
+
+class Standardizer:
+    """Maps each modality of a suite to the shared ``d_all``-wide token format."""
+
+    def __init__(self, specs: Sequence[ModalitySpec], shared_embedding: bool = True) -> None:
+        """``shared_embedding=False`` gives every modality the same code (the paper's
+        "w/o embeddings" ablation) while keeping the width unchanged."""
+        if not specs:
+            raise HighmodalError("a model needs at least one modality")
+        self.specs = {s.name: s for s in specs}
+        self.index = {name: i for i, name in enumerate(self.specs)}
+        self.num_modalities = len(self.specs)
+        self.shared_embedding = shared_embedding
+        self.d_all = max(s.channels + self.num_modalities + s.pos_dim for s in self.specs.values())
+
+    def layout(self, name: str) -> dict[str, slice]:
+        """Where each block of modality ``name`` sits in the ``d_all`` channels."""
+        s = self.specs[name]
+        c, m, p = s.channels, self.num_modalities, s.pos_dim
+        return {
+            "data": slice(0, c),
+            "modality": slice(c, c + m),
+            "position": slice(c + m, c + m + p),
+            "pad": slice(c + m + p, self.d_all),
+        }
+
+    def __call__(
+        self, name: str, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x``: ``(B, *axes, channels)`` → ``(B, L, d_all)`` and a ``(B, L)`` mask (or None)."""
+        if name not in self.specs:
+            raise HighmodalError(f"modality {name!r} is not one of the model's: {', '.join(self.specs)}")
+        s = self.specs[name]
+        b, *axes, c = x.shape
+        if c != s.channels or len(axes) != len(s.axes):
+            want = "(B, " + ", ".join("*" if a is None else str(a) for a in s.shape) + ")"
+            raise HighmodalError(f"modality {name!r} expected shape {want}, got {tuple(x.shape)}")
+        x = x.float()
+        if s.mean is not None and s.std is not None:
+            mean = torch.tensor(s.mean, device=x.device)
+            std = torch.tensor(s.std, device=x.device)
+            x = (x - mean) / std
+        pos = grid_positions(tuple(axes), s.ref_lengths(), device=x.device)
+        enc = fourier_encode(pos, s.max_freq, s.num_freq_bands).flatten(-2)
+        code = torch.zeros(self.num_modalities, device=x.device)
+        code[0 if not self.shared_embedding else self.index[name]] = 1.0
+        pad = self.d_all - c - self.num_modalities - s.pos_dim
+        tokens = torch.cat(
+            [
+                x,
+                code.expand(b, *axes, -1),
+                enc.expand(b, *enc.shape),
+                x.new_zeros(b, *axes, pad),
+            ],
+            dim=-1,
+        ).reshape(b, -1, self.d_all)
+        if mask is not None:
+            mask = mask.reshape(b, -1).bool()
+            if mask.shape[1] != tokens.shape[1]:
+                raise HighmodalError(
+                    f"modality {name!r}: mask covers {mask.shape[1]} positions, data has {tokens.shape[1]}"
+                )
+            tokens = tokens * mask.unsqueeze(-1)
+        return tokens, mask

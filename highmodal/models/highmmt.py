@@ -1,0 +1,152 @@
+"""HighMMT (Liang et al., 2023): one shared Perceiver for every modality, one shared crossmodal
+transformer for every ordered modality pair, and one small head per task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from highmodal.data.task import Task
+from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.modalities.spec import ModalitySpec
+from highmodal.modalities.standardize import Standardizer
+from highmodal.models.registry import register_model
+from highmodal.nn.crossmodal import CrossmodalTransformer
+from highmodal.nn.heads import LinearHead
+from highmodal.nn.perceiver import PerceiverEncoder
+
+
+@dataclass(frozen=True)
+class HighMMTConfig:
+    """Architecture settings; field names follow the paper's hyper-parameter tables (Tables 8–10)."""
+
+    num_latents: int = 20
+    latent_dim: int = 64
+    depth: int = 1
+    cross_heads: int = 1
+    cross_dim_head: int = 64
+    latent_heads: int = 6
+    latent_dim_head: int = 64
+    latent_blocks: int = 1
+    crossmodal_depth: int = 1
+    crossmodal_cross_heads: int = 4
+    crossmodal_latent_heads: int = 6
+    ff_mult: int = 4
+    attn_dropout: float = 0.0
+    ff_dropout: float = 0.0
+    head_norm: str = "layernorm"
+    modality_embedding: bool = True
+
+
+PRESETS: dict[str, HighMMTConfig] = {
+    # Table 8 (PUSH + V&T): 20×64 latents, 8 latent heads, 1 crossmodal cross head.
+    "small": HighMMTConfig(latent_heads=8, crossmodal_cross_heads=1, crossmodal_latent_heads=8),
+    # Table 9 (AV-MNIST + ENRICO + PUSH): 12×64 latents, 8 latent heads.
+    "medium": HighMMTConfig(num_latents=12, latent_heads=8, crossmodal_cross_heads=1, crossmodal_latent_heads=8),
+    # Table 10 (MIMIC + AV-MNIST + MOSEI + UR-FUNNY): 20×64 latents, 6 latent heads, 4 crossmodal heads.
+    "large": HighMMTConfig(),
+    # Not from the paper: a fast setting for tests and smoke runs.
+    "tiny": HighMMTConfig(num_latents=8, latent_dim=32, cross_dim_head=32, latent_heads=2, latent_dim_head=32,
+                          crossmodal_cross_heads=2, crossmodal_latent_heads=2, ff_mult=2),
+}
+
+
+def resolve_config(preset: str = "large", **overrides) -> HighMMTConfig:
+    if preset not in PRESETS:
+        raise HighmodalError(f"unknown HighMMT preset {preset!r}{did_you_mean(preset, PRESETS)}; "
+                             f"known: {', '.join(PRESETS)}")
+    names = {f.name for f in fields(HighMMTConfig)}
+    for key in overrides:
+        if key not in names:
+            raise HighmodalError(f"model: unknown HighMMT option {key!r}{did_you_mean(key, names)}")
+    return replace(PRESETS[preset], **overrides)
+
+
+class HighMMT(nn.Module):
+    """Forward: ``model(batch, task)`` with ``batch = {modality: (B, *shape), "<modality>_mask": ...}``."""
+
+    def __init__(self, specs: Sequence[ModalitySpec], tasks: Sequence[Task], cfg: HighMMTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.specs = list(specs)
+        self.tasks = {t.name: t for t in tasks}
+        self.standardizer = Standardizer(specs, shared_embedding=cfg.modality_embedding)
+        layer = dict(ff_mult=cfg.ff_mult, attn_dropout=cfg.attn_dropout, ff_dropout=cfg.ff_dropout,
+                     cross_dim_head=cfg.cross_dim_head, latent_dim_head=cfg.latent_dim_head,
+                     latent_blocks=cfg.latent_blocks)
+        self.encoder = PerceiverEncoder(
+            self.standardizer.d_all, cfg.num_latents, cfg.latent_dim, cfg.depth,
+            cross_heads=cfg.cross_heads, latent_heads=cfg.latent_heads, **layer,
+        )
+        self.crossmodal = CrossmodalTransformer(
+            cfg.latent_dim, cfg.crossmodal_depth,
+            cross_heads=cfg.crossmodal_cross_heads, latent_heads=cfg.crossmodal_latent_heads, **layer,
+        )
+        self.heads = nn.ModuleDict({
+            t.name: LinearHead(self.feature_dim(t), t.out_dim, cfg.head_norm) for t in tasks
+        })
+
+    def feature_dim(self, task: Task) -> int:
+        """Unimodal tasks keep the whole latent array (as the reference code); multimodal tasks get
+        one ``latent_dim`` vector per ordered pair."""
+        m = len(task.modalities)
+        return self.cfg.num_latents * self.cfg.latent_dim if m == 1 else m * (m - 1) * self.cfg.latent_dim
+
+    def encode(self, batch: dict[str, torch.Tensor], names: Sequence[str]) -> list[torch.Tensor]:
+        """Run the shared encoder over all ``names`` in one call (padded to a common length, masked)."""
+        seqs = [self.standardizer(n, batch[n], batch.get(f"{n}_mask")) for n in names]
+        lmax = max(t.shape[1] for t, _ in seqs)
+        b = seqs[0][0].shape[0]
+        need_mask = any(m is not None or t.shape[1] < lmax for t, m in seqs)
+        tokens = torch.cat([nn.functional.pad(t, (0, 0, 0, lmax - t.shape[1])) for t, _ in seqs])
+        mask = None
+        if need_mask:
+            mask = torch.cat([
+                nn.functional.pad(m if m is not None else t.new_ones(b, t.shape[1], dtype=torch.bool),
+                                  (0, lmax - t.shape[1]), value=False)
+                for t, m in seqs
+            ])
+        return list(self.encoder(tokens, mask).split(b))
+
+    def features(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
+        """The representation fed to the task head: ``(B, feature_dim)``."""
+        t = self.task(task)
+        missing = [m for m in t.modalities if m not in batch]
+        if missing:
+            raise HighmodalError(f"task {task!r}: batch lacks modalities {missing}")
+        latents = self.encode(batch, t.modalities)
+        if len(latents) == 1:
+            return latents[0].flatten(1)
+        return self.crossmodal(latents)
+
+    def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
+        return self.heads[task](self.features(batch, task))
+
+    def task(self, name: str) -> Task:
+        if name not in self.tasks:
+            raise HighmodalError(f"unknown task {name!r}{did_you_mean(name, self.tasks)}; "
+                                 f"tasks: {', '.join(self.tasks)}")
+        return self.tasks[name]
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
+        """Class indices and probabilities for classification, values for regression."""
+        was_training = self.training
+        self.eval()
+        out = self(batch, task)
+        self.train(was_training)
+        if self.task(task).is_classification:
+            probs = out.softmax(-1)
+            return {"pred": probs.argmax(-1), "probs": probs}
+        return {"pred": out}
+
+    def arch_config(self) -> dict:
+        return asdict(self.cfg)
+
+
+@register_model("highmmt")
+def highmmt(specs: Sequence[ModalitySpec], tasks: Sequence[Task], preset: str = "large", **overrides) -> HighMMT:
+    return HighMMT(specs, tasks, resolve_config(preset, **overrides))
