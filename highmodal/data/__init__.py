@@ -1,0 +1,7 @@
+"""Tasks, suites, and the registered data sources (package-shipped sets and bring-your-own files)."""
+
+from highmodal.data import packaged as packaged
+from highmodal.data.loaders import LOADERS, LoadContext, build_suite
+from highmodal.data.task import SplitData, Task, TaskData, TaskSuite
+
+__all__ = ["LOADERS", "LoadContext", "SplitData", "Task", "TaskData", "TaskSuite", "build_suite"]

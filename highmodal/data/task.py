@@ -20,6 +20,8 @@ class Task:
     ``out_dim`` is the number of classes for classification and the number of outputs for
     regression. ``class_names`` maps class index → label as found in the source data.
     ``weight`` is the loss weight in the multitask sum; ``batch_size`` overrides the suite's.
+    Regression heads predict standardised targets; ``target_mean``/``target_std`` (fit on train)
+    map them back, so losses of different tasks are on comparable scales.
     """
 
     name: str
@@ -30,6 +32,8 @@ class Task:
     weight: float = 1.0
     batch_size: int | None = None
     description: str = ""
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -52,6 +56,8 @@ class Task:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
         d["class_names"] = list(self.class_names)
+        for k in ("target_mean", "target_std"):
+            d[k] = None if d[k] is None else list(d[k])
         return d
 
     @classmethod
@@ -59,6 +65,8 @@ class Task:
         d = dict(d)
         d["modalities"] = tuple(d["modalities"])
         d["class_names"] = tuple(d["class_names"])
+        for k in ("target_mean", "target_std"):
+            d[k] = None if d.get(k) is None else tuple(d[k])
         return cls(**d)
 
 

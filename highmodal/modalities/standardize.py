@@ -56,8 +56,10 @@ class Standardizer:
             raise HighmodalError(f"modality {name!r} expected shape {want}, got {tuple(x.shape)}")
         x = x.float()
         if s.mean is not None and s.std is not None:
-            mean = torch.tensor(s.mean, device=x.device)
-            std = torch.tensor(s.std, device=x.device)
+            # Per-channel stats broadcast over positions; per-element stats (tables) have the full shape.
+            shape = (s.channels,) if len(s.mean) == s.channels else s.shape
+            mean = torch.tensor(s.mean, device=x.device).reshape(shape)
+            std = torch.tensor(s.std, device=x.device).reshape(shape)
             x = (x - mean) / std
         pos = grid_positions(tuple(axes), s.ref_lengths(), device=x.device)
         enc = fourier_encode(pos, s.max_freq, s.num_freq_bands).flatten(-2)

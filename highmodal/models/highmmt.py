@@ -13,6 +13,7 @@ from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.standardize import Standardizer
+from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import register_model
 from highmodal.nn.crossmodal import CrossmodalTransformer
 from highmodal.nn.heads import LinearHead
@@ -65,14 +66,13 @@ def resolve_config(preset: str = "large", **overrides) -> HighMMTConfig:
     return replace(PRESETS[preset], **overrides)
 
 
-class HighMMT(nn.Module):
+class HighMMT(MultitaskModel):
     """Forward: ``model(batch, task)`` with ``batch = {modality: (B, *shape), "<modality>_mask": ...}``."""
 
     def __init__(self, specs: Sequence[ModalitySpec], tasks: Sequence[Task], cfg: HighMMTConfig) -> None:
-        super().__init__()
+        super().__init__(tasks)
         self.cfg = cfg
         self.specs = list(specs)
-        self.tasks = {t.name: t for t in tasks}
         self.standardizer = Standardizer(specs, shared_embedding=cfg.modality_embedding)
         layer = dict(ff_mult=cfg.ff_mult, attn_dropout=cfg.attn_dropout, ff_dropout=cfg.ff_dropout,
                      cross_dim_head=cfg.cross_dim_head, latent_dim_head=cfg.latent_dim_head,
@@ -124,24 +124,6 @@ class HighMMT(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         return self.heads[task](self.features(batch, task))
-
-    def task(self, name: str) -> Task:
-        if name not in self.tasks:
-            raise HighmodalError(f"unknown task {name!r}{did_you_mean(name, self.tasks)}; "
-                                 f"tasks: {', '.join(self.tasks)}")
-        return self.tasks[name]
-
-    @torch.no_grad()
-    def predict(self, batch: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
-        """Class indices and probabilities for classification, values for regression."""
-        was_training = self.training
-        self.eval()
-        out = self(batch, task)
-        self.train(was_training)
-        if self.task(task).is_classification:
-            probs = out.softmax(-1)
-            return {"pred": probs.argmax(-1), "probs": probs}
-        return {"pred": out}
 
     def arch_config(self) -> dict:
         return asdict(self.cfg)

@@ -1,0 +1,167 @@
+"""Typed, strict configuration: YAML mappings → dataclasses, with errors that name the field.
+
+Unknown keys get a did-you-mean; wrong types say what was expected. This is the single place
+where user-written configuration is checked, so every command reports problems the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from highmodal.errors import HighmodalError, did_you_mean
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except HighmodalError as e:
+                errors.append(str(e))
+        raise HighmodalError(errors[0] if len(errors) == 1 else f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise HighmodalError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise HighmodalError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, arg = typing.get_args(tp)
+        return {str(k): _coerce(v, arg, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise HighmodalError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HighmodalError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HighmodalError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise HighmodalError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def from_mapping(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass ``cls`` from ``data``, checking keys and types; ``where`` prefixes errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise HighmodalError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            raise HighmodalError(
+                f"{where}: unknown key {key!r}{did_you_mean(str(key), fields)}; allowed: {', '.join(fields)}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise HighmodalError(f"{where}: missing required key {name!r}")
+    return cls(**kwargs)
+
+
+def to_mapping(obj: Any) -> Any:
+    """Dataclass → plain YAML-able structure."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise HighmodalError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise HighmodalError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise HighmodalError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """``name`` picks a registered model; ``options`` override the preset's fields."""
+
+    name: str = "highmmt"
+    preset: str = "large"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation settings. Defaults follow HighMMT's large setting (lr 8e-4, weight decay 1e-3)
+    with AdamW, linear warm-up and cosine decay to ``min_lr_ratio × lr``."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 8e-4
+    weight_decay: float = 1e-3
+    warmup_frac: float = 0.05
+    min_lr_ratio: float = 0.05
+    grad_clip: float | None = 1.0
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1, "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0, "warmup_frac": 0 <= self.warmup_frac < 1,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "threads": self.threads is None or self.threads >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise HighmodalError(f"train.{key}: value {getattr(self, key)!r} is out of range")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """A whole run: which tasks (each a loader ``source`` plus its options), which model, how to train."""
+
+    name: str
+    tasks: list[dict[str, Any]]
+    seed: int = 0
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    return from_mapping(ExperimentConfig, read_yaml(path), str(path))
