@@ -59,7 +59,8 @@ def sklearn_digits(opts: SplitOptions, entry: TaskEntry, ctx: LoadContext) -> Ta
 
 
 @register_loader("basic_motions", SplitOptions, ("imu", "imu"),
-                 "UEA BasicMotions: smartwatch accelerometer + gyroscope (6×100), 4 activities", package_available("sktime"))
+                 "UEA BasicMotions: smartwatch accelerometer + gyroscope (6×100), 4 activities",
+                 package_available("sktime"))
 def basic_motions(opts: SplitOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     """A two-modality task from real fields: the archive's dimensions 0-2 are the accelerometer's
     x/y/z and 3-5 the gyroscope's, recorded together on one watch (Clements 2016, UEA archive).

@@ -1,0 +1,119 @@
+"""Run-directory I/O: weights as safetensors with a JSON sidecar; loading never unpickles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from highmodal import __version__
+from highmodal.data.task import Task
+from highmodal.errors import HighmodalError
+from highmodal.modalities.spec import ModalitySpec
+from highmodal.models.base import MultitaskModel
+from highmodal.models.registry import create_model
+
+FORMAT_VERSION = 1
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str) -> None:
+    """Write ``model.safetensors`` and ``model.json`` (architecture, specs, tasks, label maps, hash)."""
+    weights = run_dir / "model.safetensors"
+    tmp = weights.with_name(".model.safetensors.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "highmodal_version": __version__,
+        "arch": arch,
+        "preset": preset,
+        "config": model.arch_config(),
+        "specs": [s.to_dict() for s in model.specs],
+        "tasks": [t.to_dict() for t in model.tasks.values()],
+        "params": sum(p.numel() for p in model.parameters()),
+        "weights_sha256": sha256(weights),
+    }
+    atomic_write_text(run_dir / "model.json", json.dumps(meta, indent=2))
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
+    """Restore a trained model from a run directory (safetensors + JSON only, no pickle)."""
+    run_dir = Path(run_dir)
+    meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
+    for p in (meta_path, weights):
+        if not p.is_file():
+            raise HighmodalError(f"{p}: not found; is {run_dir} a highmodal run directory?")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise HighmodalError(f"{meta_path}: not valid JSON ({e})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise HighmodalError(f"{meta_path}: model format {meta.get('format_version')!r} "
+                             f"(written by highmodal {meta.get('highmodal_version')}) is not "
+                             f"readable by highmodal {__version__}, which reads format {FORMAT_VERSION}")
+    if sha256(weights) != meta.get("weights_sha256"):
+        raise HighmodalError(f"{weights}: sha256 does not match model.json; the weights are corrupt or were replaced")
+    try:
+        specs = [ModalitySpec.from_dict(s) for s in meta["specs"]]
+        tasks = [Task.from_dict(t) for t in meta["tasks"]]
+        model = create_model(meta["arch"], specs, tasks, preset=meta["preset"], **meta["config"])
+        state = load_file(str(weights), device=device)
+    except (KeyError, TypeError) as e:
+        raise HighmodalError(f"{meta_path}: missing or malformed field {e}") from None
+    except SafetensorError as e:
+        raise HighmodalError(f"{weights}: not a readable safetensors file ({e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise HighmodalError(f"{weights}: weights do not fit the architecture in model.json: "
+                             f"{str(e).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+class RunDir:
+    """A run directory built in a temporary sibling and moved into place only when complete, so a
+    failed run never destroys an existing one (and ``--overwrite`` replaces it only at the end)."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+        self.final = Path(path)
+        if self.final.exists() and not overwrite:
+            raise HighmodalError(f"{self.final}: run directory already exists; pass --overwrite to replace it")
+        if self.final.exists() and not self.final.is_dir():
+            raise HighmodalError(f"{self.final}: exists and is not a directory")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = self.final.with_name(f".{self.final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+
+    def commit(self) -> Path:
+        old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""Evaluate a model on one split of every task of a suite; one code path for train, demo and CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from highmodal.data.task import TaskSuite
+from highmodal.models.base import MultitaskModel
+from highmodal.training.batching import TaskTensors
+from highmodal.training.metrics import chance_metrics, compute_metrics, metric_names, skill
+
+
+@torch.no_grad()
+def predict_split(model: MultitaskModel, data: TaskTensors, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    preds, probs = [], []
+    for batch in data.ordered(batch_size):
+        out = model.predict(batch, data.task.name)
+        preds.append(out["pred"].cpu())
+        if "probs" in out:
+            probs.append(out["probs"].cpu())
+    return torch.cat(preds).numpy(), (torch.cat(probs).numpy() if probs else None)
+
+
+def evaluate_suite(
+    model: MultitaskModel, suite: TaskSuite, split: str, batch_size: int = 256, device: str = "cpu",
+    tensors: dict[str, TaskTensors] | None = None,
+) -> dict[str, dict]:
+    """``{task: {"modalities", "metrics", "chance", "primary", "skill"}}`` on ``split``."""
+    results = {}
+    for td in suite:
+        t = td.task
+        data = tensors[t.name] if tensors is not None else TaskTensors(t, td.splits[split], device)
+        pred, probs = predict_split(model, data, batch_size)
+        y = td.splits[split].y
+        values = compute_metrics(t, y, pred, probs)
+        chance = chance_metrics(t, td.splits["train"].y, y)
+        results[t.name] = {
+            "modalities": [f"{m}:{td.specs[m].kind}" for m in t.modalities],
+            "primary": metric_names(t)[0],
+            "metrics": values,
+            "chance": chance,
+            "skill": skill(t, values, chance),
+            "n": len(y),
+        }
+    return results
+
+
+def aggregate(results: dict[str, dict]) -> float:
+    """Equal-weight mean of per-task skill (HighMMT B.5 weighs tasks equally when selecting)."""
+    return float(np.mean([r["skill"] for r in results.values()]))
+
+
+def format_table(results: dict[str, dict], split: str) -> str:
+    """A plain-text table: task, modalities, metric, value, chance."""
+    rows = [("task", "modalities", "metric", "value", "chance")]
+    for name, r in results.items():
+        for i, (metric, value) in enumerate(r["metrics"].items()):
+            rows.append((name if i == 0 else "", ", ".join(r["modalities"]) if i == 0 else "", metric,
+                         f"{value:.4f}", f"{r['chance'][metric]:.4f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [f"{split} metrics (chance = majority class / training mean; AUROC chance 0.5)"]
+    for k, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

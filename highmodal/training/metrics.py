@@ -1,0 +1,59 @@
+"""Per-task metrics (scikit-learn), the chance level of each, and one aggregate for model selection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+from highmodal.data.task import Task
+from highmodal.registry import Registry
+
+# name → (fn(y_true, pred, probs) -> value, higher_is_better)
+METRICS: Registry[tuple[Callable[..., float], bool]] = Registry("metric")
+METRICS.register("accuracy")((lambda y, p, probs: skm.accuracy_score(y, p), True))
+METRICS.register("macro_f1")((lambda y, p, probs: skm.f1_score(y, p, average="macro", zero_division=0), True))
+METRICS.register("auroc")((lambda y, p, probs: skm.roc_auc_score(y, probs[:, 1]), True))
+METRICS.register("mae")((lambda y, p, probs: skm.mean_absolute_error(y, p), False))
+METRICS.register("mse")((lambda y, p, probs: skm.mean_squared_error(y, p), False))
+
+
+def metric_names(task: Task) -> list[str]:
+    """Accuracy + macro-F1 for classification (AUROC too when binary); MAE + MSE for regression.
+    The first is the task's primary metric."""
+    if task.is_classification:
+        return ["accuracy", "macro_f1"] + (["auroc"] if task.out_dim == 2 else [])
+    return ["mae", "mse"]
+
+
+def compute_metrics(task: Task, y: np.ndarray, pred: np.ndarray, probs: np.ndarray | None) -> dict[str, float]:
+    out = {}
+    for name in metric_names(task):
+        fn, _ = METRICS.get(name)
+        if name == "auroc" and len(np.unique(y)) < 2:
+            out[name] = float("nan")
+            continue
+        out[name] = float(fn(y, pred, probs))
+    return out
+
+
+def chance_metrics(task: Task, y_train: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Metrics of a predictor that ignores the input: the training majority class (uniform scores
+    for AUROC, so 0.5), or the training mean for regression."""
+    if task.is_classification:
+        majority = np.bincount(y_train, minlength=task.out_dim).argmax()
+        pred = np.full_like(y, majority)
+        probs = np.full((len(y), task.out_dim), 1.0 / task.out_dim)
+    else:
+        pred = np.broadcast_to(y_train.mean(axis=0), y.shape)
+        probs = None
+    return compute_metrics(task, y, pred, probs)
+
+
+def skill(task: Task, values: dict[str, float], chance: dict[str, float]) -> float:
+    """One higher-is-better number per task for aggregating across tasks: accuracy for
+    classification; for regression the fraction of the chance MAE removed (1 − MAE / MAE_chance)."""
+    if task.is_classification:
+        return values["accuracy"]
+    return 1.0 - values["mae"] / max(chance["mae"], 1e-12)

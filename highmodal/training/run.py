@@ -1,0 +1,62 @@
+"""A whole experiment: config → suite → model → training → run directory → test metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from highmodal.config import ExperimentConfig, to_mapping
+from highmodal.data.loaders import LoadContext, build_suite
+from highmodal.data.task import TaskSuite
+from highmodal.models.registry import create_model
+from highmodal.training.checkpoint import RunDir, atomic_write_text, load, save_model
+from highmodal.training.evaluation import evaluate_suite
+from highmodal.training.trainer import Trainer
+
+
+def suite_for(cfg: ExperimentConfig, config_dir: Path, data_root: Path | None) -> TaskSuite:
+    return build_suite(cfg.tasks, LoadContext(config_dir=config_dir, data_root=data_root, seed=cfg.seed))
+
+
+def train_experiment(
+    cfg: ExperimentConfig, out: Path, config_dir: Path, data_root: Path | None = None,
+    overwrite: bool = False, progress: bool = True, log=print,
+) -> tuple[Path, dict, TaskSuite]:
+    """Train and write the run directory; returns it, the test results of the saved model, and the suite.
+
+    Test metrics are computed on the model *reloaded from disk*, exactly as ``highmodal evaluate``
+    does, so the two always agree.
+    """
+    run = RunDir(out, overwrite)
+    try:
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        suite = suite_for(cfg, config_dir, data_root)
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model.name, suite.specs, [td.task for td in suite],
+                             preset=cfg.model.preset, **cfg.model.options).to(cfg.train.device)
+        params = sum(p.numel() for p in model.parameters())
+        log(f"{cfg.model.name} ({cfg.model.preset}): {params:,} parameters, {len(suite)} tasks, "
+            f"{len(suite.specs)} modalities")
+        resolved = to_mapping(cfg)
+        resolved["config_dir"] = str(config_dir.resolve())
+        atomic_write_text(run.path / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        t0 = time.perf_counter()
+        summary = Trainer(model, suite, cfg.train, cfg.seed, run.path, progress).fit()
+        summary["train_seconds"] = time.perf_counter() - t0
+        log(f"trained in {summary['train_seconds']:.1f} s; best epoch {summary['best_epoch']} "
+            f"(validation skill {summary['best_val_score']:.4f})")
+        save_model(run.path, model, cfg.model.name, cfg.model.preset)
+        atomic_write_text(run.path / "summary.json", json.dumps(
+            {k: v for k, v in summary.items() if k != "val"} | {"params": params}, indent=2))
+        final = run.commit()
+    except BaseException:
+        run.abort()
+        raise
+    results = evaluate_suite(load(final, cfg.train.device), suite, "test", cfg.train.eval_batch_size,
+                             cfg.train.device)
+    return final, results, suite
