@@ -1,5 +1,6 @@
 """Tasks, suites, and the registered data sources (package-shipped sets and bring-your-own files)."""
 
+from highmodal.data import byo as byo
 from highmodal.data import packaged as packaged
 from highmodal.data.loaders import LOADERS, LoadContext, build_suite
 from highmodal.data.task import SplitData, Task, TaskData, TaskSuite

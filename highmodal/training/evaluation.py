@@ -12,7 +12,9 @@ from highmodal.training.metrics import chance_metrics, compute_metrics, metric_n
 
 
 @torch.no_grad()
-def predict_split(model: MultitaskModel, data: TaskTensors, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def predict_split(
+    model: MultitaskModel, data: TaskTensors, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     preds, probs = [], []
     for batch in data.ordered(batch_size):
         out = model.predict(batch, data.task.name)
@@ -61,7 +63,8 @@ def format_table(results: dict[str, dict], split: str) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = [f"{split} metrics (chance = majority class / training mean; AUROC chance 0.5)"]
     for k, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(cells)))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -75,7 +75,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-            log = (self.run_dir / "metrics.jsonl").open("a")  # noqa: SIM115 - closed in finally
+            log = (self.run_dir / "metrics.jsonl").open("a")
         rng = np.random.default_rng(self.seed)
         best = {"score": -math.inf, "epoch": -1, "state": None, "val": None}
         bar = tqdm(total=self.total_steps, disable=not self.progress, desc="train", unit="step", leave=False)

@@ -1,0 +1,209 @@
+"""``highmodal <command>``: parse arguments, load config, call the library. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from highmodal import __version__
+from highmodal.errors import HighmodalError
+
+
+def _data(args) -> Path | None:
+    from highmodal.data.loaders import default_data_root
+
+    return default_data_root(args.data_root)
+
+
+def _report(results: dict, split: str, run_dir: Path, json_path: Path | None) -> None:
+    from highmodal.training.checkpoint import atomic_write_text
+    from highmodal.training.evaluation import aggregate, format_table
+
+    print(format_table(results, split))
+    payload = {"split": split, "run_dir": str(run_dir), "aggregate_skill": aggregate(results), "tasks": results}
+    out = json_path or run_dir / f"eval_{split}.json"
+    atomic_write_text(out, json.dumps(payload, indent=2))
+    print(f"\nmean skill {payload['aggregate_skill']:.4f}; metrics written to {out}")
+
+
+def _train(config_path: Path, cfg, args) -> None:
+    from highmodal.training.run import train_experiment
+
+    if args.epochs is not None:
+        cfg.train.epochs = args.epochs
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    run_dir, results, _ = train_experiment(cfg, out, config_path.parent, _data(args), args.overwrite,
+                                           progress=not args.no_progress)
+    print(f"run directory: {run_dir}\n")
+    _report(results, "test", run_dir, None)
+    print(f"reproduce: highmodal evaluate {run_dir} --split test")
+
+
+def cmd_demo(args) -> None:
+    from highmodal.config import ExperimentConfig, from_mapping, read_yaml
+
+    with resources.as_file(resources.files("highmodal") / "configs" / "demo.yaml") as path:
+        cfg = from_mapping(ExperimentConfig, read_yaml(path), "demo.yaml")
+        _train(path, cfg, args)
+
+
+def cmd_train(args) -> None:
+    from highmodal.config import load_experiment
+
+    path = Path(args.config)
+    _train(path, load_experiment(path), args)
+
+
+def _run_config(run_dir: Path):
+    from highmodal.config import ExperimentConfig, from_mapping, read_yaml
+
+    raw = read_yaml(run_dir / "config.yaml")
+    config_dir = Path(raw.pop("config_dir", "."))
+    return from_mapping(ExperimentConfig, raw, str(run_dir / "config.yaml")), config_dir
+
+
+def cmd_evaluate(args) -> None:
+    from highmodal.training.checkpoint import load
+    from highmodal.training.evaluation import evaluate_suite
+    from highmodal.training.run import suite_for
+
+    run_dir = Path(args.run_dir)
+    model = load(run_dir)
+    cfg, config_dir = _run_config(run_dir)
+    suite = suite_for(cfg, config_dir, _data(args))
+    results = evaluate_suite(model, suite, args.split, cfg.train.eval_batch_size)
+    _report(results, args.split, run_dir, Path(args.json) if args.json else None)
+
+
+def cmd_predict(args) -> None:
+    import torch
+
+    from highmodal.data.byo import _open_npz
+    from highmodal.training.checkpoint import atomic_write_text, load
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
+    model = load(args.run_dir)
+    task = model.task(args.task)
+    arrays = _open_npz(Path(args.input))
+    specs = {s.name: s for s in model.specs}
+    batch = {}
+    for name in task.modalities:
+        if name not in arrays:
+            raise HighmodalError(f"{args.input}: needs an array named {name!r} for task {task.name!r} "
+                                 f"(found: {', '.join(arrays) or 'none'})")
+        x = arrays[name]
+        if x.ndim == len(specs[name].shape) and specs[name].channels == 1:
+            x = x[..., None]
+        specs[name].validate(x, args.input)
+        batch[name] = torch.as_tensor(x, dtype=torch.float32)
+        if f"{name}_mask" in arrays:
+            batch[f"{name}_mask"] = torch.as_tensor(arrays[f"{name}_mask"], dtype=torch.bool)
+    n = {len(v) for v in batch.values()}
+    if len(n) != 1:
+        raise HighmodalError(f"{args.input}: arrays hold different numbers of samples: {sorted(n)}")
+    preds, probs = [], []
+    for i in range(0, n.pop(), 256):
+        res = model.predict({k: v[i : i + 256] for k, v in batch.items()}, task.name)
+        preds.append(res["pred"])
+        probs.append(res.get("probs"))
+    pred = torch.cat(preds).numpy()
+    rows = []
+    if task.is_classification:
+        prob = torch.cat(probs).numpy()
+        header = ["index", "prediction", *[f"prob_{c}" for c in task.class_names]]
+        rows = [[i, task.class_names[p], *np.round(prob[i], 6)] for i, p in enumerate(pred)]
+    else:
+        header = ["index", *[f"prediction_{k}" for k in range(task.out_dim)]]
+        rows = [[i, *row] for i, row in enumerate(pred.reshape(len(pred), -1))]
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(out, buf.getvalue())
+    print(f"wrote {len(rows)} predictions for task {task.name!r} to {out}")
+
+
+def cmd_datasets(args) -> None:
+    from highmodal.data.loaders import LOADERS, LoadContext
+
+    ctx = LoadContext(data_root=_data(args))
+    print(f"data root: {ctx.data_root or '(none: set --data-root or HIGHMODAL_DATA)'}\n")
+    rows = [("source", "modalities", "data", "description")]
+    for name, loader in LOADERS.items():
+        rows.append((name, ",".join(sorted(set(loader.kinds))) if len(loader.kinds) < 4 else "any",
+                     "present" if loader.available(ctx) else "missing", loader.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)), r[3]]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="highmodal", description="Train one model across many modalities and tasks.")
+    p.add_argument("--version", action="version", version=f"highmodal {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, data=True):
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if data:
+            sp.add_argument("--data-root", help="folder of shared datasets (default: $HIGHMODAL_DATA)")
+        return sp
+
+    def training(sp):
+        sp.add_argument("--out", help="run directory (default: runs/<name>)")
+        sp.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+        sp.add_argument("--epochs", type=int, help="override train.epochs")
+        sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    training(common(sub.add_parser("demo", help="train + evaluate HighMMT on the embedded demo suite")))
+    sp = common(sub.add_parser("train", help="train a model from a YAML config"))
+    sp.add_argument("--config", required=True, help="experiment YAML")
+    training(sp)
+    sp = common(sub.add_parser("evaluate", help="evaluate a run directory on a split"))
+    sp.add_argument("run_dir")
+    sp.add_argument("--split", default="test", choices=["train", "val", "test"])
+    sp.add_argument("--json", help="where to write the metrics JSON (default: RUN_DIR/eval_<split>.json)")
+    sp = common(sub.add_parser("predict", help="predict one task on an .npz of inputs"), data=False)
+    sp.add_argument("run_dir")
+    sp.add_argument("--task", required=True)
+    sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model)")
+    sp.add_argument("--out", required=True, help="CSV to write")
+    sp.add_argument("--overwrite", action="store_true")
+    common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
+    p.set_defaults(func=None)
+    for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                     "datasets": cmd_datasets}.items():
+        sub.choices[name].set_defaults(func=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import highmodal.data  # noqa: F401  (registers the data sources)
+
+    try:
+        args.func(args)
+    except HighmodalError as e:
+        if args.debug or os.environ.get("HIGHMODAL_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Bring your own data with no code: an ``.npz`` (one array per modality) or a CSV table.
+
+Example task entry (see configs/byo_example.yaml)::
+
+    - name: racket
+      source: npz
+      path: data/racket.npz        # relative to the config file
+      modalities:
+        imu: {kind: imu, key: X}   # (N, 30, 6): 30 time steps × 6 channels (channels last)
+      target: {kind: classification, key: y}
+
+An optional ``split`` array of strings (train/val/test) gives the splits; whatever is missing is
+carved from train with the run seed (stratified for classification).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from highmodal.data.loaders import (
+    LoadContext,
+    TaskEntry,
+    encode_labels,
+    fit_normalization,
+    make_task,
+    register_loader,
+    spec,
+)
+from highmodal.data.splits import carve
+from highmodal.data.task import SPLITS, TARGETS, SplitData, TaskData
+from highmodal.errors import HighmodalError
+from highmodal.modalities.spec import KINDS
+
+NORMALIZE = ("channel", "element", "none")
+
+
+@dataclass
+class ModalityField:
+    """One modality of a file. ``shape`` (optional) is the expected per-sample shape, checked on load;
+    ``channels_first`` moves axis 1 of the array to the end; ``mask_key`` names a ``(N, L)`` boolean
+    array marking the real steps of a variable-length first axis."""
+
+    kind: str
+    key: str
+    shape: list[int] | None = None
+    channels_first: bool = False
+    mask_key: str | None = None
+    normalize: str = "channel"
+    num_freq_bands: int = 6
+    max_freq: float = 1.0
+
+
+@dataclass
+class TargetField:
+    """``num_classes`` (classification, integer labels): labels must lie in 0..num_classes-1."""
+
+    kind: str
+    key: str = "y"
+    num_classes: int | None = None
+
+
+@dataclass
+class NpzOptions:
+    path: str
+    modalities: dict[str, ModalityField]
+    target: TargetField
+    split_key: str = "split"
+    val_frac: float = 0.15
+    test_frac: float = 0.2
+
+
+@dataclass
+class CsvOptions:
+    """A table: each feature column is one token of the ``modality`` (kind tabular)."""
+
+    path: str
+    target: TargetField
+    features: list[str] | None = None
+    modality: str = "table"
+    split_column: str | None = None
+    val_frac: float = 0.15
+    test_frac: float = 0.2
+    categorical: list[str] = field(default_factory=list)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        raise HighmodalError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _labels(raw: np.ndarray, target: TargetField, where: str) -> tuple[np.ndarray, list[str], int]:
+    """Targets → (y, class names, out_dim), with range and type checks naming ``where``."""
+    _check_choice(target.kind, TARGETS, f"{where}: target.kind")
+    if target.kind == "regression":
+        if not np.issubdtype(raw.dtype, np.number) or raw.ndim not in (1, 2):
+            raise HighmodalError(f"{where}: regression target must be numeric of shape (N,) or (N, K), "
+                                 f"got {raw.dtype} {raw.shape}")
+        y = raw.astype(np.float32).reshape(len(raw), -1)
+        if not np.all(np.isfinite(y)):
+            raise HighmodalError(f"{where}: regression target contains NaN or inf")
+        return y, [], y.shape[1]
+    if raw.ndim != 1:
+        raise HighmodalError(f"{where}: classification labels must be 1-D, got shape {raw.shape}")
+    if np.issubdtype(raw.dtype, np.floating):
+        raise HighmodalError(f"{where}: classification labels must be integers or strings, got {raw.dtype}")
+    if target.num_classes is not None and np.issubdtype(raw.dtype, np.integer):
+        bad = raw[(raw < 0) | (raw >= target.num_classes)]
+        if len(bad):
+            raise HighmodalError(f"{where}: label {int(bad[0])} is out of range 0..{target.num_classes - 1} "
+                                 f"(target.num_classes = {target.num_classes})")
+        return raw.astype(np.int64), [str(i) for i in range(target.num_classes)], target.num_classes
+    y, names = encode_labels(raw, where)
+    if len(names) < 2:
+        raise HighmodalError(f"{where}: classification needs at least 2 distinct labels, found {names}")
+    return y, names, len(names)
+
+
+def _splits(data: SplitData, split: np.ndarray | None, opts, stratify: bool, seed: int, where: str):
+    """Use the file's split labels where given; carve what is missing from train."""
+    if split is None:
+        parts = {"train": data}
+    else:
+        split = np.asarray(split).astype(str)
+        unknown = sorted(set(split.tolist()) - set(SPLITS))
+        if unknown:
+            raise HighmodalError(f"{where}: split values must be train/val/test, found {unknown}")
+        parts = {s: data.subset(np.flatnonzero(split == s)) for s in SPLITS if (split == s).any()}
+        if "train" not in parts:
+            raise HighmodalError(f"{where}: the split array marks no 'train' samples")
+    if "test" not in parts:
+        parts["train"], parts["test"] = carve(parts["train"], opts.test_frac, seed, stratify)
+    if "val" not in parts:
+        parts["train"], parts["val"] = carve(parts["train"], opts.val_frac, seed + 1, stratify)
+    return parts
+
+
+def _open_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise HighmodalError(f"{path}: data file not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise HighmodalError(f"{path}: not a readable .npz file ({e})") from None
+    except ValueError as e:
+        raise HighmodalError(f"{path}: holds object arrays, which are refused (no pickle): {e}") from None
+
+
+@register_loader("npz", NpzOptions, KINDS, "your own .npz: one array per modality, a target, optional split")
+def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
+    path = ctx.resolve(opts.path)
+    arrays = _open_npz(path)
+
+    def get(key: str, what: str) -> np.ndarray:
+        if key not in arrays:
+            raise HighmodalError(f"{path}: {what} key {key!r} not found; keys in file: {', '.join(arrays)}")
+        return arrays[key]
+
+    if not opts.modalities:
+        raise HighmodalError(f"{path}: task {entry.name!r} lists no modalities")
+    y, class_names, out_dim = _labels(get(opts.target.key, "target"), opts.target, f"{path} [{opts.target.key}]")
+    inputs, masks, specs, modes = {}, {}, {}, {}
+    for name, m in opts.modalities.items():
+        where = f"{path} [modality {name!r}, key {m.key!r}]"
+        _check_choice(m.kind, KINDS, f"{where} kind")
+        _check_choice(m.normalize, NORMALIZE, f"{where} normalize")
+        x = get(m.key, f"modality {name!r}")
+        if not np.issubdtype(x.dtype, np.number):
+            raise HighmodalError(f"{where}: expected a numeric array, got dtype {x.dtype}")
+        if x.ndim == 2:
+            x = x[..., None]
+        elif m.channels_first:
+            x = np.moveaxis(x, 1, -1)
+        if m.shape is not None and list(x.shape[1:]) != list(m.shape):
+            raise HighmodalError(f"{where}: expected per-sample shape {tuple(m.shape)}, got {x.shape[1:]}")
+        shape: tuple = x.shape[1:]
+        max_len = None
+        if m.mask_key is not None:
+            mask = get(m.mask_key, f"mask of {name!r}").astype(bool)
+            if mask.shape != x.shape[:2]:
+                raise HighmodalError(f"{where}: mask {m.mask_key!r} must have shape {x.shape[:2]}, got {mask.shape}")
+            masks[name] = mask
+            shape, max_len = (None, *x.shape[2:]), x.shape[1]
+        inputs[name] = x.astype(np.float32)
+        specs[name] = spec(name, m.kind, shape, num_freq_bands=m.num_freq_bands, max_freq=m.max_freq,
+                           max_len=max_len)
+        modes[name] = m.normalize
+    split = arrays.get(opts.split_key)
+    data = SplitData(inputs, y, masks)
+    for name, x in inputs.items():
+        if len(x) != len(y):
+            raise HighmodalError(f"{path}: modality {name!r} has {len(x)} samples but the target has {len(y)}")
+    if split is not None and len(split) != len(y):
+        raise HighmodalError(f"{path}: split array {opts.split_key!r} has {len(split)} entries, expected {len(y)}")
+    splits = _splits(data, split, opts, opts.target.kind == "classification", ctx.seed, str(path))
+    task = make_task(entry, list(opts.modalities), opts.target.kind, out_dim, class_names, f"from {path.name}")
+    return fit_normalization(TaskData(task, specs, splits, str(path)), modes)
+
+
+@register_loader("csv", CsvOptions, ("tabular",), "your own CSV table: feature columns and a target column")
+def load_csv(opts: CsvOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
+    """Numeric columns are used as they are; columns listed in ``categorical`` (or holding text) are
+    coded by their sorted distinct values. Missing values are an error, not silently filled."""
+    import pandas as pd
+
+    path = ctx.resolve(opts.path)
+    if not path.is_file():
+        raise HighmodalError(f"{path}: data file not found")
+    try:
+        df = pd.read_csv(path, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise HighmodalError(f"{path}: not a readable CSV file ({str(e).splitlines()[0]})") from None
+    special = [opts.target.key] + ([opts.split_column] if opts.split_column else [])
+    features = opts.features if opts.features is not None else [c for c in df.columns if c not in special]
+    for col in [*special, *features, *opts.categorical]:
+        if col not in df.columns:
+            raise HighmodalError(f"{path}: column {col!r} not found; columns: {', '.join(map(str, df.columns))}")
+    if not features:
+        raise HighmodalError(f"{path}: no feature columns")
+    cols = []
+    for col in features:
+        values = df[col]
+        if values.isna().any():
+            raise HighmodalError(f"{path}: column {col!r} has {int(values.isna().sum())} missing values; "
+                                 "fill or drop them first")
+        if col in opts.categorical or not pd.api.types.is_numeric_dtype(values):
+            values = pd.Series(pd.Categorical(values.astype(str)).codes, index=values.index)
+        cols.append(values.to_numpy(dtype=np.float32))
+    x = np.stack(cols, axis=1)[..., None]
+    raw = df[opts.target.key]
+    if raw.isna().any():
+        raise HighmodalError(f"{path}: target column {opts.target.key!r} has missing values")
+    raw_y = raw.to_numpy() if pd.api.types.is_numeric_dtype(raw) else raw.astype(str).to_numpy()
+    y, class_names, out_dim = _labels(raw_y, opts.target, f"{path} [{opts.target.key}]")
+    split = df[opts.split_column].to_numpy() if opts.split_column else None
+    splits = _splits(SplitData({opts.modality: x}, y), split, opts, opts.target.kind == "classification",
+                     ctx.seed, str(path))
+    task = make_task(entry, [opts.modality], opts.target.kind, out_dim, class_names, f"from {path.name}")
+    specs = {opts.modality: spec(opts.modality, "tabular", x.shape[1:])}
+    return fit_normalization(TaskData(task, specs, splits, str(path)), {opts.modality: "element"})
