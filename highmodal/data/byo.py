@@ -141,6 +141,8 @@ def _splits(data: SplitData, split: np.ndarray | None, opts, stratify: bool, see
 def _open_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise HighmodalError(f"{path}: data file not found")
+    if not zipfile.is_zipfile(path):
+        raise HighmodalError(f"{path}: not a readable .npz file (not a zip archive of .npy arrays)")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}

@@ -1,0 +1,77 @@
+"""End to end through the real CLI: package-shipped data written to an npz + YAML, then train,
+evaluate, predict, and check the files a user gets."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from sktime.datasets import load_basic_motions
+
+
+@pytest.fixture(scope="module")
+def byo(tmp_path_factory):
+    """BasicMotions as a user would bring it: one npz, arrays channels-first, string labels, a split."""
+    root = tmp_path_factory.mktemp("byo")
+    xs, ys, splits = [], [], []
+    for split in ("train", "test"):
+        x, y = load_basic_motions(split=split, return_type="numpy3D")
+        xs.append(x)
+        ys.append(y)
+        splits += [split] * len(y)
+    x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+    np.savez(root / "motions.npz", accel=x[:, :3], gyro=x[:, 3:], y=y, split=np.array(splits))
+    cfg = {
+        "name": "motions",
+        "seed": 3,
+        "tasks": [{
+            "name": "activity", "source": "npz", "path": "motions.npz", "batch_size": 8,
+            "modalities": {
+                "accel": {"kind": "imu", "key": "accel", "channels_first": True, "shape": [100, 3]},
+                "gyro": {"kind": "imu", "key": "gyro", "channels_first": True},
+            },
+            "target": {"kind": "classification", "key": "y"},
+        }],
+        "model": {"name": "highmmt", "preset": "tiny"},
+        "train": {"epochs": 12, "lr": 0.002},
+    }
+    (root / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    return root, x, y
+
+
+def test_train_evaluate_predict(byo, cli):
+    root, x, y = byo
+    run = root / "runs" / "motions"
+    train = cli("train", "--config", str(root / "exp.yaml"), "--out", str(run), "--no-progress", check=True)
+    for name in ("config.yaml", "model.safetensors", "model.json", "metrics.jsonl", "eval_test.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").iterdir()), "no TensorBoard events"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 12
+    printed = json.loads((run / "eval_test.json").read_text())
+    acc = printed["tasks"]["activity"]["metrics"]["accuracy"]
+    assert acc > 0.5, f"BasicMotions accuracy {acc} not above chance 0.25"
+    assert "activity" in train.stdout and "accuracy" in train.stdout
+
+    cli("evaluate", str(run), "--split", "test", "--json", str(root / "again.json"), check=True)
+    again = json.loads((root / "again.json").read_text())
+    assert again["tasks"]["activity"]["metrics"] == printed["tasks"]["activity"]["metrics"]
+
+    test = x[-40:]
+    np.savez(root / "inputs.npz", accel=np.moveaxis(test[:, :3], 1, -1), gyro=np.moveaxis(test[:, 3:], 1, -1))
+    cli("predict", str(run), "--task", "activity", "--input", str(root / "inputs.npz"),
+        "--out", str(root / "preds.csv"), check=True)
+    with open(root / "preds.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40
+    classes = sorted(set(y))
+    assert set(rows[0]) == {"index", "prediction", *[f"prob_{c}" for c in classes]}
+    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert [r["prediction"] for r in rows] == [classes[i] for i in probs.argmax(1)]
+    pred_acc = np.mean([r["prediction"] == t for r, t in zip(rows, y[-40:], strict=True)])
+    assert pred_acc == pytest.approx(acc), "predict disagrees with evaluate on the same test samples"
+
+    again = cli("train", "--config", str(root / "exp.yaml"), "--out", str(run), "--no-progress")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert (run / "model.safetensors").is_file()
