@@ -3,11 +3,14 @@ evaluate, predict, and check the files a user gets."""
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from sktime.datasets import load_basic_motions
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -21,29 +24,22 @@ def byo(tmp_path_factory):
         ys.append(y)
         splits += [split] * len(y)
     x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys)
-    np.savez(root / "motions.npz", accel=x[:, :3], gyro=x[:, 3:], y=y, split=np.array(splits))
-    cfg = {
-        "name": "motions",
-        "seed": 3,
-        "tasks": [{
-            "name": "activity", "source": "npz", "path": "motions.npz", "batch_size": 8,
-            "modalities": {
-                "accel": {"kind": "imu", "key": "accel", "channels_first": True, "shape": [100, 3]},
-                "gyro": {"kind": "imu", "key": "gyro", "channels_first": True},
-            },
-            "target": {"kind": "classification", "key": "y"},
-        }],
-        "model": {"name": "highmmt", "preset": "tiny"},
-        "train": {"epochs": 12, "lr": 0.002},
-    }
-    (root / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    (root / "data").mkdir()
+    np.savez(root / "data" / "motions.npz", accel=x[:, :3], gyro=x[:, 3:], y=y, split=np.array(splits))
+    # The README's example config, made quick: tiny preset, fewer epochs.
+    cfg = yaml.safe_load((REPO / "configs" / "byo_motions.yaml").read_text())
+    cfg["seed"] = 3
+    cfg["model"]["preset"] = "tiny"
+    cfg["train"].update(epochs=12, lr=0.002)
+    (root / "configs").mkdir()
+    (root / "configs" / "exp.yaml").write_text(yaml.safe_dump(cfg))
     return root, x, y
 
 
 def test_train_evaluate_predict(byo, cli):
     root, x, y = byo
     run = root / "runs" / "motions"
-    train = cli("train", "--config", str(root / "exp.yaml"), "--out", str(run), "--no-progress", check=True)
+    train = cli("train", "--config", str(root / "configs" / "exp.yaml"), "--out", str(run), "--no-progress", check=True)
     for name in ("config.yaml", "model.safetensors", "model.json", "metrics.jsonl", "eval_test.json"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").iterdir()), "no TensorBoard events"
@@ -72,6 +68,6 @@ def test_train_evaluate_predict(byo, cli):
     pred_acc = np.mean([r["prediction"] == t for r, t in zip(rows, y[-40:], strict=True)])
     assert pred_acc == pytest.approx(acc), "predict disagrees with evaluate on the same test samples"
 
-    again = cli("train", "--config", str(root / "exp.yaml"), "--out", str(run), "--no-progress")
+    again = cli("train", "--config", str(root / "configs" / "exp.yaml"), "--out", str(run), "--no-progress")
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert (run / "model.safetensors").is_file()
