@@ -20,3 +20,43 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subproc
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared datasets folder; tests that need it skip with a reason when it is absent."""
+    from highmodal.data.loaders import default_data_root
+
+    root = default_data_root()
+    if root is None or not root.is_dir():
+        pytest.skip("shared datasets not found: set HIGHMODAL_DATA or place them at ../shared/datasets")
+    return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Preprocessing caches go to a per-session folder, never the user's cache."""
+    os.environ["HIGHMODAL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def corrupt_copy(root: Path, dataset: str, damaged: str, tmp: Path) -> Path:
+    """A data root whose ``dataset`` folder links to the real files except ``damaged``, which is a
+    copy with one byte flipped; CHECKSUMS.sha256 is the real one."""
+    new_root = tmp / "root"
+    folder = new_root / dataset
+    folder.mkdir(parents=True)
+    (new_root / "CHECKSUMS.sha256").symlink_to(root / "CHECKSUMS.sha256")
+    for item in (root / dataset).iterdir():
+        if item.name != damaged.split("/")[0]:
+            (folder / item.name).symlink_to(item)
+    src = root / dataset / damaged
+    dst = folder / damaged
+    if "/" in damaged:  # a file inside a sub-folder: link the siblings, damage the one
+        dst.parent.mkdir(parents=True)
+        for sib in src.parent.iterdir():
+            if sib.name != src.name:
+                (dst.parent / sib.name).symlink_to(sib)
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return new_root

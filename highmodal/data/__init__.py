@@ -2,6 +2,7 @@
 
 from highmodal.data import byo as byo
 from highmodal.data import packaged as packaged
+from highmodal.data import real as real
 from highmodal.data.loaders import LOADERS, LoadContext, build_suite
 from highmodal.data.task import SplitData, Task, TaskData, TaskSuite
 

@@ -20,7 +20,8 @@ class Task:
     ``out_dim`` is the number of classes for classification and the number of outputs for
     regression. ``class_names`` maps class index → label as found in the source data.
     ``weight`` is the loss weight in the multitask sum; ``batch_size`` overrides the suite's.
-    Regression heads predict standardised targets; ``target_mean``/``target_std`` (fit on train)
+    ``metric`` is the primary metric (default: accuracy, or MAE for regression); imbalanced binary
+    tasks use ``auroc``. Regression heads predict standardised targets; ``target_mean``/``target_std`` (fit on train)
     map them back, so losses of different tasks are on comparable scales.
     """
 
@@ -34,6 +35,7 @@ class Task:
     description: str = ""
     target_mean: tuple[float, ...] | None = None
     target_std: tuple[float, ...] | None = None
+    metric: str | None = None
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"

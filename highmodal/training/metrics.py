@@ -8,6 +8,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from highmodal.data.task import Task
+from highmodal.errors import HighmodalError
 from highmodal.registry import Registry
 
 # name → (fn(y_true, pred, probs) -> value, higher_is_better)
@@ -21,10 +22,17 @@ METRICS.register("mse")((lambda y, p, probs: skm.mean_squared_error(y, p), False
 
 def metric_names(task: Task) -> list[str]:
     """Accuracy + macro-F1 for classification (AUROC too when binary); MAE + MSE for regression.
-    The first is the task's primary metric."""
+    The first is the task's primary metric (``task.metric`` moves its choice to the front)."""
     if task.is_classification:
-        return ["accuracy", "macro_f1"] + (["auroc"] if task.out_dim == 2 else [])
-    return ["mae", "mse"]
+        names = ["accuracy", "macro_f1"] + (["auroc"] if task.out_dim == 2 else [])
+    else:
+        names = ["mae", "mse"]
+    if task.metric is not None:
+        if task.metric not in names:
+            raise HighmodalError(f"task {task.name!r}: metric {task.metric!r} is not one of {', '.join(names)}")
+        names.remove(task.metric)
+        names.insert(0, task.metric)
+    return names
 
 
 def compute_metrics(task: Task, y: np.ndarray, pred: np.ndarray, probs: np.ndarray | None) -> dict[str, float]:
@@ -52,8 +60,11 @@ def chance_metrics(task: Task, y_train: np.ndarray, y: np.ndarray) -> dict[str, 
 
 
 def skill(task: Task, values: dict[str, float], chance: dict[str, float]) -> float:
-    """One higher-is-better number per task for aggregating across tasks: accuracy for
-    classification; for regression the fraction of the chance MAE removed (1 − MAE / MAE_chance)."""
-    if task.is_classification:
-        return values["accuracy"]
-    return 1.0 - values["mae"] / max(chance["mae"], 1e-12)
+    """One higher-is-better number per task for aggregating across tasks: the primary metric when
+    higher is better (accuracy, AUROC, ...); for error metrics the fraction of the chance error
+    removed (1 − error / error_chance)."""
+    primary = metric_names(task)[0]
+    _, higher_is_better = METRICS.get(primary)
+    if higher_is_better:
+        return values[primary]
+    return 1.0 - values[primary] / max(chance[primary], 1e-12)
