@@ -50,6 +50,10 @@ class ModalitySpec:
             raise HighmodalError(f"{where}: shape {self.shape} must have positive sizes and a fixed channel axis")
         if any(s is None for s in self.shape) and not self.max_len:
             raise HighmodalError(f"{where}: a variable-length axis needs max_len")
+        for stat in (self.mean, self.std):
+            if stat is not None and len(stat) not in (self.channels, math.prod(self.ref_lengths()) * self.channels):
+                raise HighmodalError(f"{where}: normalisation statistics have {len(stat)} values; expected "
+                                     f"{self.channels} (per channel) or one per element")
         if self.num_freq_bands < 1 or self.max_freq <= 0:
             raise HighmodalError(f"{where}: num_freq_bands must be >= 1 and max_freq > 0")
 

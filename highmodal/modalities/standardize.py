@@ -51,9 +51,13 @@ class Standardizer:
             raise HighmodalError(f"modality {name!r} is not one of the model's: {', '.join(self.specs)}")
         s = self.specs[name]
         b, *axes, c = x.shape
-        if c != s.channels or len(axes) != len(s.axes):
+        fits = c == s.channels and len(axes) == len(s.axes) and all(
+            a == want if want is not None else a <= s.max_len for a, want in zip(axes, s.axes, strict=True)
+        )
+        if not fits:
             want = "(B, " + ", ".join("*" if a is None else str(a) for a in s.shape) + ")"
-            raise HighmodalError(f"modality {name!r} expected shape {want}, got {tuple(x.shape)}")
+            limit = f" with * <= {s.max_len}" if s.variable else ""
+            raise HighmodalError(f"modality {name!r} expected shape {want}{limit}, got {tuple(x.shape)}")
         x = x.float()
         if s.mean is not None and s.std is not None:
             # Per-channel stats broadcast over positions; per-element stats (tables) have the full shape.

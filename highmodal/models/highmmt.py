@@ -123,7 +123,8 @@ class HighMMT(MultitaskModel):
         return self.crossmodal(latents)
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
-        return self.heads[task](self.features(batch, task))
+        features = self.features(batch, task)  # validates the task name first
+        return self.heads[task](features)
 
     def arch_config(self) -> dict:
         return asdict(self.cfg)

@@ -1,0 +1,279 @@
+"""HighMMT: paper-setting size, head widths, weight sharing, crossmodal batching, presets, predict()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from highmodal.data.task import Task
+from highmodal.errors import HighmodalError
+from highmodal.modalities.spec import ModalitySpec
+from highmodal.models import create_model
+from highmodal.models.highmmt import PRESETS, HighMMT, resolve_config
+from highmodal.nn.crossmodal import CrossmodalTransformer
+from highmodal.nn.perceiver import PerceiverEncoder
+
+
+def _paper_specs() -> list[ModalitySpec]:
+    seq = dict(num_freq_bands=3)
+    return [
+        ModalitySpec("static", "tabular", (5, 1)),
+        ModalitySpec("timeseries", "time_series", (24, 12, 1)),
+        ModalitySpec("image", "image", (7, 7, 16)),
+        ModalitySpec("audio", "audio", (7, 7, 256)),
+        ModalitySpec("f1", "audio", (50, 35), **seq),
+        ModalitySpec("f2", "audio", (50, 74), **seq),
+        ModalitySpec("f3", "text", (50, 300), **seq),
+        ModalitySpec("f4", "video", (50, 371), **seq),
+        ModalitySpec("f5", "audio", (50, 81), **seq),
+    ]
+
+
+def _paper_tasks() -> list[Task]:
+    return [
+        Task("mimic", ("static", "timeseries"), "classification", 2),
+        Task("avmnist", ("image", "audio"), "classification", 10),
+        Task("mosei", ("f1", "f2", "f3"), "classification", 2),
+        Task("humor", ("f4", "f5", "f3"), "classification", 2),
+    ]
+
+
+@pytest.fixture(scope="module")
+def large_model() -> HighMMT:
+    torch.manual_seed(0)
+    return create_model("highmmt", _paper_specs(), _paper_tasks(), preset="large")
+
+
+def test_large_preset_matches_reference_size(large_model):
+    assert large_model.standardizer.d_all == 387  # f4: 371 + 9 + 1*(2*3+1)
+    assert sum(p.numel() for p in large_model.parameters()) == 527_382
+
+
+def test_head_input_dims(large_model):
+    dims = {name: head[1].in_features for name, head in large_model.heads.items()}
+    assert dims == {"mimic": 2 * 64, "avmnist": 2 * 64, "mosei": 6 * 64, "humor": 6 * 64}
+    assert {name: head[0].normalized_shape for name, head in large_model.heads.items()}["mosei"] == (6 * 64,)
+    assert {name: head[1].out_features for name, head in large_model.heads.items()} == {
+        "mimic": 2, "avmnist": 10, "mosei": 2, "humor": 2,
+    }
+    uni = Task("uni", ("f1",), "classification", 3)
+    assert large_model.feature_dim(uni) == 20 * 64
+
+
+def test_large_forward_on_three_modality_task(large_model):
+    large_model.eval()
+    batch = {"f4": torch.randn(2, 50, 371), "f5": torch.randn(2, 50, 81), "f3": torch.randn(2, 50, 300)}
+    feats = large_model.features(batch, "humor")
+    assert feats.shape == (2, 6 * 64)
+    out = large_model(batch, "humor")
+    assert out.shape == (2, 2) and torch.isfinite(out).all()
+    head = large_model.heads["humor"]
+    torch.testing.assert_close(out, head[1](head[0](feats)))
+
+
+# ---------------------------------------------------------------- tiny models
+
+
+def _tiny_specs() -> list[ModalitySpec]:
+    return [
+        ModalitySpec("a", "time_series", (6, 3), num_freq_bands=2),
+        ModalitySpec("b", "image", (3, 3, 2), num_freq_bands=2),
+        ModalitySpec("c", "audio", (None, 4), num_freq_bands=2, max_len=8),
+    ]
+
+
+def _tiny_tasks() -> list[Task]:
+    return [
+        Task("ab", ("a", "b"), "classification", 3),
+        Task("c_only", ("c",), "classification", 2),
+        Task("abc", ("a", "b", "c"), "regression", 2, target_mean=(10.0, -1.0), target_std=(2.0, 3.0)),
+    ]
+
+
+def _tiny(**overrides) -> HighMMT:
+    torch.manual_seed(0)
+    return create_model("highmmt", _tiny_specs(), _tiny_tasks(), preset="tiny", **overrides)
+
+
+def _batch(b: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(b, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    return {
+        "a": torch.randn(b, 6, 3, generator=g),
+        "b": torch.randn(b, 3, 3, 2, generator=g),
+        "c": torch.randn(b, 5, 4, generator=g),
+        "c_mask": mask,
+    }
+
+
+def test_one_encoder_shared_by_all_modalities_and_tasks():
+    model = _tiny()
+    encoders = [m for m in model.modules() if isinstance(m, PerceiverEncoder)]
+    assert len(encoders) == 1 and encoders[0] is model.encoder
+    assert len([m for m in model.modules() if isinstance(m, CrossmodalTransformer)]) == 1
+    # No modality owns any parameter.
+    assert not any(part in {"a", "b", "c"} for name, _ in model.named_parameters() for part in name.split("."))
+
+    batch = _batch()
+    grads = {}
+    for task in ("ab", "c_only"):
+        model.zero_grad()
+        model(batch, task).sum().backward()
+        grads[task] = {n: p.grad.clone() for n, p in model.encoder.named_parameters() if p.grad is not None}
+    shared = ["latents", "layers.0.cross_attn.fn.to_q.weight", "layers.0.cross_attn.fn.to_kv.weight"]
+    for name in shared:
+        for task in grads:
+            assert grads[task][name].abs().sum() > 0, (task, name)
+    # the unimodal task never touches the crossmodal transformer
+    model.zero_grad()
+    model(batch, "c_only").sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.crossmodal.parameters())
+
+
+def test_adding_tasks_only_adds_heads():
+    specs = _tiny_specs()
+    torch.manual_seed(0)
+    one = create_model("highmmt", specs, _tiny_tasks()[:1], preset="tiny")
+    all_ = _tiny()
+    def body(m):
+        return sum(p.numel() for n, p in m.named_parameters() if not n.startswith("heads."))
+    assert body(one) == body(all_)
+    assert set(all_.heads) == {"ab", "c_only", "abc"}
+
+
+def test_joint_encoding_equals_separate_encoding():
+    model = _tiny().eval()
+    batch = _batch()
+    joint = model.encode(batch, ["a", "b", "c"])
+    for i, name in enumerate(["a", "b", "c"]):
+        alone = model.encode(batch, [name])[0]
+        torch.testing.assert_close(joint[i], alone, rtol=0, atol=1e-5)
+
+
+def test_variable_modality_ignores_padding_beyond_mask():
+    model = _tiny().eval()
+    batch = _batch()
+    longer = dict(batch)
+    longer["c"] = torch.cat([batch["c"], torch.randn(3, 2, 4)], dim=1)
+    longer["c_mask"] = torch.cat([batch["c_mask"], torch.zeros(3, 2, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(model(longer, "c_only"), model(batch, "c_only"), rtol=0, atol=1e-5)
+
+
+def test_crossmodal_batched_equals_pairwise():
+    torch.manual_seed(0)
+    cm = CrossmodalTransformer(
+        8, depth=2, cross_heads=2, cross_dim_head=4, latent_heads=2, latent_dim_head=4, ff_mult=2
+    ).eval()
+    latents = [torch.randn(2, 5, 8) for _ in range(3)]
+    out = cm(latents)
+    expected = []
+    for i in range(3):
+        for j in range(3):
+            if i == j:
+                continue
+            x = latents[i]
+            for layer in cm.layers:
+                x = layer(x, latents[j])
+            expected.append(x[:, -1])
+    assert out.shape == (2, 6 * 8)
+    torch.testing.assert_close(out, torch.cat(expected, dim=1), rtol=0, atol=1e-5)
+    # order matters: (0→1) is not (1→0)
+    assert not torch.allclose(expected[0], expected[2], atol=1e-3)
+
+
+def test_two_modality_features_are_the_two_ordered_pairs():
+    model = _tiny().eval()
+    batch = _batch()
+    la, lb = model.encode(batch, ["a", "b"])
+    torch.testing.assert_close(model.features(batch, "ab"), model.crossmodal([la, lb]), rtol=0, atol=1e-5)
+    unimodal = model.features(batch, "c_only")
+    torch.testing.assert_close(unimodal, model.encode(batch, ["c"])[0].flatten(1))
+    assert unimodal.shape == (3, 8 * 32)
+
+
+def test_unknown_preset_and_option():
+    with pytest.raises(HighmodalError, match=r"unknown HighMMT preset 'larg'.*did you mean 'large'"):
+        create_model("highmmt", _tiny_specs(), _tiny_tasks(), preset="larg")
+    with pytest.raises(HighmodalError, match=r"unknown HighMMT option 'num_latent'.*did you mean 'num_latents'"):
+        create_model("highmmt", _tiny_specs(), _tiny_tasks(), preset="tiny", num_latent=4)
+    with pytest.raises(HighmodalError, match="did you mean 'highmmt'"):
+        create_model("highmmtt", _tiny_specs(), _tiny_tasks())
+
+
+def test_resolve_config_overrides():
+    cfg = resolve_config("small", num_latents=5)
+    assert cfg.num_latents == 5
+    assert cfg.latent_heads == PRESETS["small"].latent_heads == 8
+    assert PRESETS["small"].num_latents == 20  # presets are not mutated
+    model = _tiny(num_latents=5)
+    assert model.encoder.latents.shape == (5, 32)
+    assert model.heads["c_only"][1].in_features == 5 * 32
+
+
+def test_missing_modality_and_unknown_task():
+    model = _tiny()
+    batch = _batch()
+    del batch["b"]
+    with pytest.raises(HighmodalError, match=r"'ab'.*\['b'\]"):
+        model(batch, "ab")
+    with pytest.raises(HighmodalError, match=r"unknown task .abd.*did you mean"):
+        model.task("abd")
+
+
+def test_unknown_task_in_forward_is_a_highmodal_error():
+    model = _tiny()
+    with pytest.raises(HighmodalError, match=r"unknown task .abd.*did you mean"):
+        model.predict(_batch(), "abd")
+
+
+def test_predict_classification_is_argmax_of_softmax():
+    model = _tiny(ff_dropout=0.5, attn_dropout=0.5)
+    batch = _batch()
+    model.train()
+    res = model.predict(batch, "ab")
+    assert model.training  # mode restored
+    model.eval()
+    raw = model(batch, "ab")
+    probs = raw.softmax(-1)
+    torch.testing.assert_close(res["probs"], probs)
+    assert torch.equal(res["pred"], probs.argmax(-1))
+    torch.testing.assert_close(res["probs"].sum(-1), torch.ones(3))
+    assert not res["probs"].requires_grad
+    res2 = model.predict(batch, "ab")
+    assert not model.training  # eval stays eval
+    torch.testing.assert_close(res2["probs"], res["probs"])
+
+
+def test_predict_regression_destandardises():
+    model = _tiny()
+    model.train()
+    batch = _batch()
+    res = model.predict(batch, "abc")
+    assert model.training
+    model.eval()
+    raw = model(batch, "abc")
+    assert set(res) == {"pred"}
+    torch.testing.assert_close(res["pred"], raw * torch.tensor([2.0, 3.0]) + torch.tensor([10.0, -1.0]))
+
+
+def test_predict_regression_without_stats_is_raw():
+    torch.manual_seed(0)
+    tasks = [Task("r", ("a",), "regression", 1)]
+    model = create_model("highmmt", _tiny_specs()[:1], tasks, preset="tiny").eval()
+    batch = {"a": torch.randn(2, 6, 3)}
+    torch.testing.assert_close(model.predict(batch, "r")["pred"], model(batch, "r"))
+
+
+def test_batchnorm_head_option():
+    model = _tiny(head_norm="batchnorm")
+    assert isinstance(model.heads["ab"][0], nn.BatchNorm1d)
+    with pytest.raises(HighmodalError, match="did you mean 'layernorm'"):
+        _tiny(head_norm="layernorn")
+
+
+def test_without_modality_embedding_same_size_different_codes():
+    a, b = _tiny(), _tiny(modality_embedding=False)
+    assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+    assert b.standardizer.shared_embedding is False

@@ -1,0 +1,91 @@
+"""Staggered multitask schedule, chance levels and the skill aggregate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from highmodal.data.task import Task
+from highmodal.training.metrics import chance_metrics, compute_metrics, metric_names, skill
+from highmodal.training.schedule import staggered_schedule
+
+
+def test_staggered_schedule_small_example():
+    assert staggered_schedule({"A": 3, "B": 2, "C": 1}) == [["A"], ["A", "B"], ["A", "B", "C"]]
+
+
+def test_staggered_schedule_counts_and_late_joining():
+    counts = {"big": 9, "mid": 5, "small": 2, "also_big": 9}
+    sched = staggered_schedule(counts)
+    assert len(sched) == 9
+    for task, n in counts.items():
+        steps = [i for i, tasks in enumerate(sched) if task in tasks]
+        assert len(steps) == n
+        assert steps == list(range(9 - n, 9))  # contiguous, ending at the last step
+    assert all(len(set(s)) == len(s) for s in sched)
+    assert sched[-1] == list(counts)  # final step: every task, in the given order
+
+
+def test_staggered_schedule_single_task():
+    assert staggered_schedule({"only": 2}) == [["only"], ["only"]]
+
+
+CLS = Task("c", ("x",), "classification", 3)
+BIN = Task("b", ("x",), "classification", 2)
+REG = Task("r", ("x",), "regression", 2)
+
+
+def test_metric_names():
+    assert metric_names(CLS) == ["accuracy", "macro_f1"]
+    assert metric_names(BIN) == ["accuracy", "macro_f1", "auroc"]
+    assert metric_names(REG) == ["mae", "mse"]
+
+
+def test_chance_classification_uses_training_majority():
+    y_train = np.array([2, 2, 2, 0, 1, 2, 0])  # majority class 2
+    y = np.array([0, 0, 0, 1, 2, 2, 1, 0])  # majority here is 0, but chance uses train's
+    out = chance_metrics(CLS, y_train, y)
+    assert out["accuracy"] == pytest.approx(np.mean(y == 2)) == pytest.approx(0.25)
+    # macro-F1 of always predicting class 2: class 2 has P=0.25, R=1 → F1=0.4, others 0.
+    assert out["macro_f1"] == pytest.approx(0.4 / 3)
+
+
+def test_chance_binary_auroc_is_half():
+    y_train = np.array([1, 1, 0])
+    y = np.array([0, 1, 0, 0, 1])
+    out = chance_metrics(BIN, y_train, y)
+    assert out["accuracy"] == pytest.approx(0.4)
+    assert out["auroc"] == pytest.approx(0.5)
+
+
+def test_chance_regression_uses_training_mean():
+    y_train = np.array([[0.0, 10.0], [2.0, 20.0], [4.0, 30.0]])  # mean (2, 20)
+    y = np.array([[1.0, 25.0], [5.0, 20.0]])
+    out = chance_metrics(REG, y_train, y)
+    err = y - np.array([2.0, 20.0])
+    assert out["mae"] == pytest.approx(np.abs(err).mean())
+    assert out["mse"] == pytest.approx((err**2).mean())
+
+
+def test_compute_metrics_values():
+    y = np.array([0, 1, 1, 0])
+    pred = np.array([0, 1, 0, 0])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    out = compute_metrics(BIN, y, pred, probs)
+    assert out["accuracy"] == pytest.approx(0.75)
+    assert out["auroc"] == pytest.approx(1.0)
+    single = compute_metrics(BIN, np.array([1, 1]), np.array([1, 0]), probs[:2])
+    assert np.isnan(single["auroc"]) and single["accuracy"] == pytest.approx(0.5)
+
+
+def test_skill_regression_is_fraction_of_chance_mae_removed():
+    values = {"mae": 0.5, "mse": 1.0}
+    chance = {"mae": 2.0, "mse": 9.0}
+    assert skill(REG, values, chance) == pytest.approx(1 - 0.5 / 2.0)
+    assert skill(REG, chance, chance) == pytest.approx(0.0)
+    assert skill(REG, {"mae": 4.0}, chance) == pytest.approx(-1.0)
+    assert np.isfinite(skill(REG, {"mae": 0.0}, {"mae": 0.0}))
+
+
+def test_skill_classification_is_accuracy():
+    assert skill(CLS, {"accuracy": 0.7, "macro_f1": 0.2}, {"accuracy": 0.5, "macro_f1": 0.1}) == 0.7
