@@ -1,0 +1,1 @@
+"""Benchmarks: quality comparisons on real suites (and, later, speed), with JSON output."""
