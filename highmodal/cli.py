@@ -134,6 +134,20 @@ def cmd_predict(args) -> None:
     print(f"wrote {len(rows)} predictions for task {task.name!r} to {out}")
 
 
+def cmd_suite(args) -> None:
+    from highmodal.bench.suite import run_suite
+
+    tag = f"{Path(args.suite).stem}{'-quick' if args.quick else ''}"
+    out = Path(args.out) if args.out else Path("runs") / f"suite-{tag}"
+    report = Path(args.report_dir) if args.report_dir else (out if args.quick else Path("docs"))
+    command = "highmodal " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("highmodal") else "highmodal suite"
+    result = run_suite(args.suite, out, report, _data(args), args.quick, args.overwrite, not args.no_progress,
+                       command)
+    s = result["summary"]["mean_skill"]
+    print(f"mean skill: multitask {100 * s['highmmt_multitask']:.2f}, per-task {100 * s['highmmt_single']:.2f}, "
+          f"classical {100 * s['classical']:.2f} points")
+
+
 def cmd_datasets(args) -> None:
     from highmodal.data.loaders import LOADERS, LoadContext
 
@@ -180,10 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model)")
     sp.add_argument("--out", required=True, help="CSV to write")
     sp.add_argument("--overwrite", action="store_true")
+    sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs classical"))
+    sp.add_argument("--suite", required=True, help="packaged suite name (demo, real) or a suite YAML")
+    sp.add_argument("--quick", action="store_true", help="few tasks, epochs and samples: a smoke test")
+    sp.add_argument("--out", help="where the runs go (default: runs/suite-<name>)")
+    sp.add_argument("--report-dir", help="where results.md/.json go (default: docs/, or --out when --quick)")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--no-progress", action="store_true")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
     p.set_defaults(func=None)
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                     "datasets": cmd_datasets}.items():
+                     "suite": cmd_suite, "datasets": cmd_datasets}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
 

@@ -24,18 +24,19 @@ def suite_for(cfg: ExperimentConfig, config_dir: Path, data_root: Path | None) -
 
 def train_experiment(
     cfg: ExperimentConfig, out: Path, config_dir: Path, data_root: Path | None = None,
-    overwrite: bool = False, progress: bool = True, log=print,
-) -> tuple[Path, dict, TaskSuite]:
-    """Train and write the run directory; returns it, the test results of the saved model, and the suite.
+    overwrite: bool = False, progress: bool = True, log=print, suite: TaskSuite | None = None,
+) -> tuple[Path, dict, dict]:
+    """Train and write the run directory; returns it, the saved model's test results, and a summary
+    (best epoch, validation skill, train seconds, parameters).
 
     Test metrics are computed on the model *reloaded from disk*, exactly as ``highmodal evaluate``
-    does, so the two always agree.
+    does, so the two always agree. A prebuilt ``suite`` (e.g. subsampled) skips loading.
     """
     run = RunDir(out, overwrite)
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        suite = suite_for(cfg, config_dir, data_root)
+        suite = suite if suite is not None else suite_for(cfg, config_dir, data_root)
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model.name, suite.specs, [td.task for td in suite],
                              preset=cfg.model.preset, **cfg.model.options).to(cfg.train.device)
@@ -48,15 +49,16 @@ def train_experiment(
         t0 = time.perf_counter()
         summary = Trainer(model, suite, cfg.train, cfg.seed, run.path, progress).fit()
         summary["train_seconds"] = time.perf_counter() - t0
+        summary["params"] = params
         log(f"trained in {summary['train_seconds']:.1f} s; best epoch {summary['best_epoch']} "
             f"(validation skill {summary['best_val_score']:.4f})")
         save_model(run.path, model, cfg.model.name, cfg.model.preset)
         atomic_write_text(run.path / "summary.json", json.dumps(
-            {k: v for k, v in summary.items() if k != "val"} | {"params": params}, indent=2))
+            {k: v for k, v in summary.items() if k != "val"}, indent=2))
         final = run.commit()
     except BaseException:
         run.abort()
         raise
     results = evaluate_suite(load(final, cfg.train.device), suite, "test", cfg.train.eval_batch_size,
                              cfg.train.device)
-    return final, results, suite
+    return final, results, summary
