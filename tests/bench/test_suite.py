@@ -1,0 +1,64 @@
+"""`highmodal suite` end to end through the CLI: the results.json schema and the markdown report."""
+
+import json
+
+import pytest
+
+from highmodal.bench.classical import features, fit_classical
+from highmodal.data import LoadContext, build_suite
+
+MODELS = {"highmmt_multitask", "highmmt_single", "classical"}
+
+
+def check_report(report: dict, n_tasks: int) -> None:
+    assert len(report["tasks"]) == n_tasks
+    for row in report["tasks"]:
+        assert set(row) >= {"task", "dataset", "modalities", "metric", "higher_is_better", "models", "params",
+                            "reference"}
+        assert set(row["models"]) == MODELS and all(isinstance(v, float) for v in row["models"].values())
+        assert set(row["params"]) == {"highmmt_multitask", "highmmt_single"}
+        assert set(row["reference"]) == {"value", "source"}
+    s = report["summary"]
+    single_total = sum(r["params"]["highmmt_single"] for r in report["tasks"])
+    assert s["total_params"]["highmmt_single"] == single_total
+    assert s["total_params"]["highmmt_multitask"] < single_total
+
+
+def test_demo_suite_quick(tmp_path, cli):
+    out = tmp_path / "suite"
+    proc = cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--no-progress", check=True)
+    report = json.loads((out / "results.json").read_text())
+    check_report(report, 3)
+    assert report["quick"] and "mean skill" in proc.stdout
+    md = (out / "results.md").read_text()
+    assert "quick mode: not a result" in md and "| digits |" in md
+    assert (out / "multitask" / "model.safetensors").is_file()
+    assert (out / "single" / "digits" / "model.safetensors").is_file()
+
+
+def test_unknown_suite(cli):
+    proc = cli("suite", "--suite", "nosuch")
+    assert proc.returncode == 2 and "unknown suite 'nosuch'" in proc.stderr
+
+
+def test_classical_features_and_fit():
+    suite = build_suite([{"name": "v", "source": "japanese_vowels"}, {"name": "m", "source": "basic_motions"}],
+                        LoadContext())
+    vowels = suite["v"]
+    f = features(vowels, vowels.splits["train"])
+    # variable-length audio: mean, std, max, min, mean |step| per channel + length
+    assert f.shape == (len(vowels.splits["train"]), 12 * 5 + 1)
+    lengths = vowels.splits["train"].masks["lpc_cepstra"].sum(1)
+    assert (f[:, -1] == lengths).all()
+    res = fit_classical(suite["m"])
+    assert res["metrics"]["accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_real_suite_quick(tmp_path, cli, data_root):
+    out = tmp_path / "real"
+    cli("suite", "--suite", "real", "--quick", "--data-root", str(data_root), "--out", str(out), "--no-progress",
+        check=True)
+    report = json.loads((out / "results.json").read_text())
+    check_report(report, len(report["tasks"]))
+    assert len(report["tasks"]) >= 3
