@@ -15,6 +15,7 @@ from highmodal.data.task import Task, TaskData, TaskSuite
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.registry import Registry
+from highmodal.training.metrics import metric_names
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TaskEntry:
     source: str
     weight: float = 1.0
     batch_size: int | None = None
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ def load_task(entry: dict[str, Any], ctx: LoadContext, where: str) -> TaskData:
     opts = from_mapping(loader.options, {k: v for k, v in entry.items() if k not in common_keys},
                         f"{where} ({common.source})")
     td = loader.load(opts, common, ctx)
+    if common.metric is not None:  # the entry's choice beats the loader's default
+        td = replace(td, task=replace(td.task, metric=common.metric))
+    metric_names(td.task)  # validates the metric for this target kind
     td.check()
     if not td.task.is_classification:
         y = td.splits["train"].y
@@ -123,7 +128,7 @@ def make_task(
 ) -> Task:
     """The loader's Task, carrying the entry's common fields (name, weight, batch size)."""
     return Task(entry.name, tuple(modalities), target, out_dim, tuple(class_names), entry.weight,
-                entry.batch_size, description)
+                entry.batch_size, description, metric=entry.metric)
 
 
 def encode_labels(raw: np.ndarray, where: str, classes: list | None = None) -> tuple[np.ndarray, list[str]]:
