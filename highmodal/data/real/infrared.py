@@ -1,0 +1,126 @@
+"""RoadScene: 221 pixel-aligned thermal-infrared / visible image pairs of road scenes (FLIR ADAS frames).
+
+The data set was made for image fusion and has no labels, so the task here is a construction: a
+self-supervised pairing task, "do this infrared image and this visible image show the same scene?".
+Each scene gives one positive (its own IR + visible) and one negative (its IR + another scene's
+visible image). Negatives pair scenes by a seeded random single-cycle permutation within the split,
+so every visible image appears in exactly one positive and one negative pair and every IR image
+likewise: neither modality alone carries any information about the label, only their
+correspondence does (chance accuracy is 0.5 and classes are balanced). Like HighMMT's
+cross-modal interaction setting, this asks the model to relate two modalities, not to classify one.
+
+Scenes (not pairs) are split 70/10/20 into train/val/test with the run seed, so no scene, through
+either of its images, appears in two splits. Frames with nearby FLIR numbers were checked by eye and
+show different places, so the file name is taken as the scene identity.
+
+Images vary in size (about 500×330, aspect ≈ 1.5) and are resized to ``size``×``size`` (64: the
+squeeze is the same for both modalities and leaves street layout, vehicles and people recognisable),
+then cut into ``patch``×``patch`` squares as HighMMT does for images: IR (grey, 1 channel) →
+``(8, 8, 64)``, visible (RGB) → ``(8, 8, 192)``. Decoding uses Pillow (installed with tensorboard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from highmodal.data.cache import cached_arrays
+from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, make_task, register_loader, spec
+from highmodal.data.real.common import patchify
+from highmodal.data.shared import require_root, verified_files
+from highmodal.data.splits import carve
+from highmodal.data.task import SplitData, TaskData
+from highmodal.errors import HighmodalError
+
+DATASET = "roadscene_ir_visible"
+IR_DIR = "cropinfrared"
+VIS_DIR = "crop_LR_visible"
+CLASSES = ["different scene", "same scene"]
+
+
+@dataclass
+class PairOptions:
+    """``size``: side of the resized square images; ``patch``: side of one token's square.
+    ``val_frac``/``test_frac``: fractions of all scenes."""
+
+    size: int = 64
+    patch: int = 8
+    val_frac: float = 0.1
+    test_frac: float = 0.2
+
+
+def scene_names(folder: Path) -> list[str]:
+    """Every file name found in either image folder (each must exist in both: a missing partner is
+    reported by the checksum step, naming the file)."""
+    names: set[str] = set()
+    for sub in (IR_DIR, VIS_DIR):
+        if not (folder / sub).is_dir():
+            raise HighmodalError(f"{folder / sub}: image folder of dataset {DATASET!r} is missing")
+        names |= {p.name for p in (folder / sub).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+    if not names:
+        raise HighmodalError(f"{folder}: no images found in {IR_DIR}/ or {VIS_DIR}/")
+    return sorted(names)
+
+
+def _read_image(path: Path, mode: str, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise HighmodalError(f"{path}: cannot decode the image ({e})") from None
+
+
+def _available(ctx: LoadContext) -> bool:
+    if ctx.data_root is None:
+        return False
+    folder = Path(ctx.data_root) / DATASET
+    return (folder / IR_DIR).is_dir() and (folder / VIS_DIR).is_dir() and any((folder / IR_DIR).iterdir())
+
+
+def pair_up(ir: np.ndarray, vis: np.ndarray, rng: np.random.Generator) -> SplitData:
+    """The scenes of one split (row i of ``ir`` and ``vis`` is scene i) → one positive and one negative
+    pair per scene (see the module doc); needs at least two scenes."""
+    n = len(ir)
+    order = rng.permutation(n)
+    partner = np.empty_like(order)
+    partner[order] = np.roll(order, -1)  # a single cycle: no scene is its own partner
+    ir_of = np.concatenate([np.arange(n), np.arange(n)])
+    vis_of = np.concatenate([np.arange(n), partner])
+    y = np.repeat(np.array([1, 0], dtype=np.int64), n)
+    return SplitData({"road_infrared": ir[ir_of], "road_visible": vis[vis_of]}, y)
+
+
+@register_loader("roadscene", PairOptions, ("infrared", "image"),
+                 "RoadScene IR/visible pairs: same scene or not (221 scenes, constructed pairing task)", _available)
+def roadscene(opts: PairOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
+    if opts.size % opts.patch:
+        raise HighmodalError(f"roadscene: patch {opts.patch} does not divide the image size {opts.size}")
+    folder = require_root(ctx, DATASET)
+    names = scene_names(folder)
+    sums = verified_files(ctx, DATASET, [f"{sub}/{n}" for sub in (IR_DIR, VIS_DIR) for n in names])
+
+    def build() -> dict[str, np.ndarray]:
+        ir = np.stack([_read_image(folder / IR_DIR / n, "L", opts.size) for n in names])
+        vis = np.stack([_read_image(folder / VIS_DIR / n, "RGB", opts.size) for n in names])
+        return {"ir": patchify(ir, opts.patch), "vis": patchify(vis, opts.patch)}
+
+    arrays = cached_arrays("roadscene", sums, {"size": opts.size, "patch": opts.patch}, build)
+    ir, vis = arrays["ir"].astype(np.float32), arrays["vis"].astype(np.float32)
+    scenes = SplitData({"scene": np.arange(len(names))[:, None]}, np.zeros(len(names), dtype=np.int64))
+    rest, test = carve(scenes, opts.test_frac, ctx.seed, stratify=False)
+    train, val = carve(rest, opts.val_frac / (1 - opts.test_frac), ctx.seed + 1, stratify=False)
+    splits = {}
+    for k, (split, part) in enumerate({"train": train, "val": val, "test": test}.items()):
+        idx = part.inputs["scene"][:, 0]
+        splits[split] = pair_up(ir[idx], vis[idx], np.random.default_rng([ctx.seed, k]))
+    td = TaskData(
+        make_task(entry, ["road_infrared", "road_visible"], "classification", 2, CLASSES,
+                  "constructed: do a thermal and a visible image show the same road scene (chance 0.5)"),
+        {"road_infrared": spec("road_infrared", "infrared", ir.shape[1:]),
+         "road_visible": spec("road_visible", "image", vis.shape[1:])},
+        splits, str(folder))
+    return fit_normalization(td, {"road_infrared": "channel", "road_visible": "channel"})
