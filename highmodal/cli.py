@@ -23,7 +23,7 @@ def _data(args) -> Path | None:
 
 
 def _report(results: dict, split: str, run_dir: Path, json_path: Path | None) -> None:
-    from highmodal.training.checkpoint import atomic_write_text
+    from highmodal.fileio import atomic_write_text
     from highmodal.training.evaluation import aggregate, format_table
 
     print(format_table(results, split))
@@ -86,7 +86,8 @@ def cmd_predict(args) -> None:
     import torch
 
     from highmodal.data.byo import _open_npz
-    from highmodal.training.checkpoint import atomic_write_text, load
+    from highmodal.fileio import atomic_write_text
+    from highmodal.training.checkpoint import load
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

@@ -60,3 +60,18 @@ def corrupt_copy(root: Path, dataset: str, damaged: str, tmp: Path) -> Path:
     data[len(data) // 2] ^= 0xFF
     dst.write_bytes(bytes(data))
     return new_root
+
+
+def assert_tiny_forward(suite, split: str = "train") -> None:
+    """A tiny HighMMT over the whole suite gives finite (4, out_dim) outputs for every task."""
+    import torch
+
+    from highmodal.models import create_model
+    from highmodal.training.batching import TaskTensors
+
+    model = create_model("highmmt", suite.specs, [td.task for td in suite], preset="tiny").eval()
+    for td in suite:
+        batch = TaskTensors(td.task, td.splits[split]).batch(slice(0, 4))
+        with torch.no_grad():
+            out = model(batch, td.task.name)
+        assert out.shape == (4, td.task.out_dim) and torch.isfinite(out).all()

@@ -19,7 +19,7 @@ from highmodal.bench.classical import fit_classical
 from highmodal.config import ExperimentConfig, from_mapping, read_yaml
 from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
-from highmodal.training.checkpoint import atomic_write_text
+from highmodal.fileio import atomic_write_text
 from highmodal.training.metrics import METRICS, metric_names
 from highmodal.training.run import suite_for, train_experiment
 

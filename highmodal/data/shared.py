@@ -3,20 +3,12 @@ verifying source files before any loader reads them."""
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from pathlib import Path
 
 from highmodal.data.loaders import LoadContext
 from highmodal.errors import HighmodalError
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from highmodal.fileio import sha256_file
 
 
 @cache
@@ -53,7 +45,7 @@ def verified_files(ctx: LoadContext, dataset: str, names: list[str]) -> dict[str
         path = folder / name
         if not path.is_file():
             raise HighmodalError(f"{path}: required file of dataset {dataset!r} is missing")
-        digest = file_sha256(path)
+        digest = sha256_file(path)
         expected = manifest.get(f"{dataset}/{name}")
         if expected is not None and digest != expected:
             raise HighmodalError(f"{path}: file is corrupted (sha256 {digest[:12]}… does not match "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,28 +13,12 @@ from safetensors.torch import load_file, save_file
 from highmodal import __version__
 from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
+from highmodal.fileio import atomic_write_text, sha256_file
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
 
 FORMAT_VERSION = 1
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str) -> None:
@@ -53,7 +36,7 @@ def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str) -> 
         "specs": [s.to_dict() for s in model.specs],
         "tasks": [t.to_dict() for t in model.tasks.values()],
         "params": sum(p.numel() for p in model.parameters()),
-        "weights_sha256": sha256(weights),
+        "weights_sha256": sha256_file(weights),
     }
     atomic_write_text(run_dir / "model.json", json.dumps(meta, indent=2))
 
@@ -73,7 +56,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
         raise HighmodalError(f"{meta_path}: model format {meta.get('format_version')!r} "
                              f"(written by highmodal {meta.get('highmodal_version')}) is not "
                              f"readable by highmodal {__version__}, which reads format {FORMAT_VERSION}")
-    if sha256(weights) != meta.get("weights_sha256"):
+    if sha256_file(weights) != meta.get("weights_sha256"):
         raise HighmodalError(f"{weights}: sha256 does not match model.json; the weights are corrupt or were replaced")
     try:
         specs = [ModalitySpec.from_dict(s) for s in meta["specs"]]

@@ -12,8 +12,9 @@ import yaml
 from highmodal.config import ExperimentConfig, to_mapping
 from highmodal.data.loaders import LoadContext, build_suite
 from highmodal.data.task import TaskSuite
+from highmodal.fileio import atomic_write_text
 from highmodal.models.registry import create_model
-from highmodal.training.checkpoint import RunDir, atomic_write_text, load, save_model
+from highmodal.training.checkpoint import RunDir, load, save_model
 from highmodal.training.evaluation import evaluate_suite
 from highmodal.training.trainer import Trainer
 

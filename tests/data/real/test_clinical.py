@@ -5,14 +5,11 @@ import hashlib
 
 import numpy as np
 import pytest
-import torch
-from conftest import corrupt_copy
+from conftest import assert_tiny_forward, corrupt_copy
 
 import highmodal.data.real.clinical as clinical
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
-from highmodal.models import create_model
-from highmodal.training.batching import TaskTensors
 
 V = len(clinical.SERIES_VARIABLES)
 ENTRY = {"name": "icu", "source": "physionet2012"}
@@ -117,9 +114,4 @@ def test_unreadable_archive_without_checksums_names_the_file(data_root, tmp_path
 
 
 def test_tiny_highmmt_forward(suite):
-    td = suite["icu"]
-    model = create_model("highmmt", suite.specs, [t.task for t in suite], preset="tiny").eval()
-    batch = TaskTensors(td.task, td.splits["train"]).batch(slice(0, 4))
-    with torch.no_grad():
-        out = model(batch, "icu")
-    assert out.shape == (4, 2) and torch.isfinite(out).all()
+    assert_tiny_forward(suite)

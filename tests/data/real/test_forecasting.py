@@ -4,14 +4,11 @@ right side of each border, options, corrupted/missing/unreadable files, a model 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import corrupt_copy
+from conftest import assert_tiny_forward, corrupt_copy
 
 import highmodal.data.real.forecasting as forecasting
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
-from highmodal.models import create_model
-from highmodal.training.batching import TaskTensors
 
 ENTRY = {"name": "ett", "source": "ett"}
 
@@ -94,9 +91,4 @@ def test_unexpected_columns_without_checksums_name_the_file(data_root, tmp_path)
 
 
 def test_tiny_highmmt_forward(suite):
-    td = suite["ett"]
-    model = create_model("highmmt", suite.specs, [t.task for t in suite], preset="tiny").eval()
-    batch = TaskTensors(td.task, td.splits["test"]).batch(slice(0, 4))
-    with torch.no_grad():
-        out = model(batch, "ett")
-    assert out.shape == (4, 24) and torch.isfinite(out).all()
+    assert_tiny_forward(suite, 'test')

@@ -3,14 +3,11 @@ random-walk encodings), the PROTEINS node cap, file errors, and a HighMMT forwar
 
 import numpy as np
 import pytest
-import torch
-from conftest import corrupt_copy
+from conftest import assert_tiny_forward, corrupt_copy
 
 from highmodal.data import LoadContext, build_suite
 from highmodal.data.real.graphs import random_walk_se, structure_features
 from highmodal.errors import HighmodalError
-from highmodal.models import create_model
-from highmodal.training.batching import TaskTensors
 
 # MUTAG channel layout: 7 atom one-hot | degree | RWSE k=1..8 | aromatic/single/double/triple bond counts.
 ATOMS, DEG, RWSE, BONDS = slice(0, 7), 7, slice(8, 16), slice(16, 20)
@@ -101,9 +98,4 @@ def test_corrupted_missing_and_unparsable_files(data_root, tmp_path):
 
 
 def test_tiny_highmmt_forward(suite):
-    model = create_model("highmmt", suite.specs, [td.task for td in suite], preset="tiny").eval()
-    for td in suite:
-        batch = TaskTensors(td.task, td.splits["train"]).batch(slice(0, 4))
-        with torch.no_grad():
-            out = model(batch, td.task.name)
-        assert out.shape == (4, td.task.out_dim) and torch.isfinite(out).all()
+    assert_tiny_forward(suite)

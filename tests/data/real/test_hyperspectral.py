@@ -4,14 +4,11 @@ normalisation, options, corrupted/missing/unreadable files, a model forward pass
 import numpy as np
 import pytest
 import scipy.io as sio
-import torch
-from conftest import corrupt_copy
+from conftest import assert_tiny_forward, corrupt_copy
 
 import highmodal.data.real.hyperspectral as hyperspectral
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
-from highmodal.models import create_model
-from highmodal.training.batching import TaskTensors
 
 ENTRY = {"name": "samson", "source": "samson"}
 
@@ -95,9 +92,4 @@ def test_corrupted_missing_and_unreadable_files(data_root, tmp_path):
 
 
 def test_tiny_highmmt_forward(suite):
-    td = suite["samson"]
-    model = create_model("highmmt", suite.specs, [t.task for t in suite], preset="tiny").eval()
-    batch = TaskTensors(td.task, td.splits["val"]).batch(slice(0, 4))
-    with torch.no_grad():
-        out = model(batch, "samson")
-    assert out.shape == (4, 3) and torch.isfinite(out).all()
+    assert_tiny_forward(suite, 'val')

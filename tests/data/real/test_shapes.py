@@ -3,14 +3,11 @@
 
 import numpy as np
 import pytest
-import torch
-from conftest import corrupt_copy
+from conftest import assert_tiny_forward, corrupt_copy
 
 from highmodal.data import LoadContext, build_suite
 from highmodal.data.real.shapes import CLASSES, point_sets, voxel_blocks
 from highmodal.errors import HighmodalError
-from highmodal.models import create_model
-from highmodal.training.batching import TaskTensors
 
 TEST_COUNTS = [50, 100, 100, 86, 86, 100, 86, 100, 100, 100]  # official ModelNet10 test split per class
 
@@ -86,9 +83,4 @@ def test_corrupted_missing_and_unreadable_file(data_root, tmp_path):
 
 
 def test_tiny_highmmt_forward(suite):
-    model = create_model("highmmt", suite.specs, [td.task for td in suite], preset="tiny").eval()
-    for td in suite:
-        batch = TaskTensors(td.task, td.splits["train"]).batch(slice(0, 4))
-        with torch.no_grad():
-            out = model(batch, td.task.name)
-        assert out.shape == (4, td.task.out_dim) and torch.isfinite(out).all()
+    assert_tiny_forward(suite)

@@ -4,14 +4,11 @@ test categories reserved), train-only normalisation, corrupted/missing/unreadabl
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import corrupt_copy
+from conftest import assert_tiny_forward, corrupt_copy
 
 import highmodal.data.real.tabular as tabular
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
-from highmodal.models import create_model
-from highmodal.training.batching import TaskTensors
 
 ENTRY = {"name": "adult", "source": "adult"}
 COLUMNS = [c for c, _ in tabular.ADULT_COLUMNS]
@@ -94,9 +91,4 @@ def test_corrupted_and_missing_files(data_root, tmp_path):
 
 
 def test_tiny_highmmt_forward(suite):
-    td = suite["adult"]
-    model = create_model("highmmt", suite.specs, [t.task for t in suite], preset="tiny").eval()
-    batch = TaskTensors(td.task, td.splits["train"]).batch(slice(0, 4))
-    with torch.no_grad():
-        out = model(batch, "adult")
-    assert out.shape == (4, 2) and torch.isfinite(out).all()
+    assert_tiny_forward(suite)

@@ -3,14 +3,11 @@ the two SST tasks, deterministic, fit on training text only), file errors, and a
 
 import numpy as np
 import pytest
-import torch
-from conftest import corrupt_copy
+from conftest import assert_tiny_forward, corrupt_copy
 
 import highmodal.data.real.text as text
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
-from highmodal.models import create_model
-from highmodal.training.batching import TaskTensors
 
 ENTRIES = [{"name": "sst2", "source": "sst2"}, {"name": "sst5", "source": "sst5"}, {"name": "trec", "source": "trec"}]
 
@@ -108,9 +105,4 @@ def test_unparsable_line_names_file_and_line(data_root, tmp_path):
 
 
 def test_tiny_highmmt_forward(suite):
-    model = create_model("highmmt", suite.specs, [td.task for td in suite], preset="tiny").eval()
-    for td in suite:
-        batch = TaskTensors(td.task, td.splits["train"]).batch(slice(0, 4))
-        with torch.no_grad():
-            out = model(batch, td.task.name)
-        assert out.shape == (4, td.task.out_dim) and torch.isfinite(out).all()
+    assert_tiny_forward(suite)
