@@ -47,8 +47,11 @@ class QuickConfig:
 
 @dataclasses.dataclass
 class SuiteConfig(ExperimentConfig):
+    """An experiment plus what the report needs: published references and a pointer to the analysis."""
+
     references: dict[str, Reference] = dataclasses.field(default_factory=dict)
     quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
+    notes: str = ""
 
 
 def load_suite_config(name: str) -> tuple[SuiteConfig, Path]:
@@ -156,7 +159,7 @@ def run_suite(
         "epochs": cfg.train.epochs, "preset": cfg.model.preset,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "highmodal": __version__},
-        "tasks": rows, "summary": summary,
+        "tasks": rows, "summary": summary, "notes": "" if quick else cfg.notes,
     }
     report_dir = report_dir or out
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -219,4 +222,6 @@ def render_markdown(report: dict) -> str:
         f"parameters; (a) beats (c) on {s['multitask_beats_classical']} of {s['tasks']} tasks.",
         "",
     ]
+    if report.get("notes"):
+        lines += [report["notes"].strip(), ""]
     return "\n".join(lines)
