@@ -10,8 +10,6 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from highmodal import __version__
 from highmodal.errors import HighmodalError
 
@@ -83,56 +81,22 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    import torch
+    import io
 
-    from highmodal.data.byo import _open_npz
     from highmodal.fileio import atomic_write_text
     from highmodal.training.checkpoint import load
+    from highmodal.training.predict import predict_npz
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
-    model = load(args.run_dir)
-    task = model.task(args.task)
-    arrays = _open_npz(Path(args.input))
-    specs = {s.name: s for s in model.specs}
-    batch = {}
-    for name in task.modalities:
-        if name not in arrays:
-            raise HighmodalError(f"{args.input}: needs an array named {name!r} for task {task.name!r} "
-                                 f"(found: {', '.join(arrays) or 'none'})")
-        x = arrays[name]
-        if x.ndim == len(specs[name].shape) and specs[name].channels == 1:
-            x = x[..., None]
-        specs[name].validate(x, args.input)
-        batch[name] = torch.as_tensor(x, dtype=torch.float32)
-        if f"{name}_mask" in arrays:
-            batch[f"{name}_mask"] = torch.as_tensor(arrays[f"{name}_mask"], dtype=torch.bool)
-    n = {len(v) for v in batch.values()}
-    if len(n) != 1:
-        raise HighmodalError(f"{args.input}: arrays hold different numbers of samples: {sorted(n)}")
-    preds, probs = [], []
-    for i in range(0, n.pop(), 256):
-        res = model.predict({k: v[i : i + 256] for k, v in batch.items()}, task.name)
-        preds.append(res["pred"])
-        probs.append(res.get("probs"))
-    pred = torch.cat(preds).numpy()
-    rows = []
-    if task.is_classification:
-        prob = torch.cat(probs).numpy()
-        header = ["index", "prediction", *[f"prob_{c}" for c in task.class_names]]
-        rows = [[i, task.class_names[p], *np.round(prob[i], 6)] for i, p in enumerate(pred)]
-    else:
-        header = ["index", *[f"prediction_{k}" for k in range(task.out_dim)]]
-        rows = [[i, *row] for i, row in enumerate(pred.reshape(len(pred), -1))]
-    import io
-
+    header, rows = predict_npz(load(args.run_dir), args.task, Path(args.input))
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(out, buf.getvalue())
-    print(f"wrote {len(rows)} predictions for task {task.name!r} to {out}")
+    print(f"wrote {len(rows)} predictions for task {args.task!r} to {out}")
 
 
 def cmd_suite(args) -> None:
@@ -141,7 +105,7 @@ def cmd_suite(args) -> None:
     tag = f"{Path(args.suite).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"suite-{tag}"
     report = Path(args.report_dir) if args.report_dir else (out if args.quick else Path("docs"))
-    command = "highmodal " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("highmodal") else "highmodal suite"
+    command = "highmodal " + " ".join(args.argv)
     result = run_suite(args.suite, out, report, _data(args), args.quick, args.overwrite, not args.no_progress,
                        command)
     s = result["summary"]["mean_skill"]
@@ -211,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     import highmodal.data  # noqa: F401  (registers the data sources)
 
     try:

@@ -138,7 +138,7 @@ def _splits(data: SplitData, split: np.ndarray | None, opts, stratify: bool, see
     return parts
 
 
-def _open_npz(path: Path) -> dict[str, np.ndarray]:
+def open_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise HighmodalError(f"{path}: data file not found")
     if not zipfile.is_zipfile(path):
@@ -155,7 +155,7 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
 @register_loader("npz", NpzOptions, KINDS, "your own .npz: one array per modality, a target, optional split")
 def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     path = ctx.resolve(opts.path)
-    arrays = _open_npz(path)
+    arrays = open_npz(path)
 
     def get(key: str, what: str) -> np.ndarray:
         if key not in arrays:

@@ -68,6 +68,15 @@ def test_train_evaluate_predict(byo, cli):
     pred_acc = np.mean([r["prediction"] == t for r, t in zip(rows, y[-40:], strict=True)])
     assert pred_acc == pytest.approx(acc), "predict disagrees with evaluate on the same test samples"
 
+    np.savez(root / "partial.npz", accel=np.moveaxis(test[:, :3], 1, -1))
+    bad = cli("predict", str(run), "--task", "activity", "--input", str(root / "partial.npz"),
+              "--out", str(root / "bad.csv"))
+    assert bad.returncode == 2 and "needs an array named 'gyro'" in bad.stderr
+    assert not (root / "bad.csv").exists()
+    again = cli("predict", str(run), "--task", "activty", "--input", str(root / "inputs.npz"),
+                "--out", str(root / "bad.csv"))
+    assert again.returncode == 2 and "did you mean 'activity'" in again.stderr
+
     again = cli("train", "--config", str(root / "configs" / "exp.yaml"), "--out", str(run), "--no-progress")
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert (run / "model.safetensors").is_file()
