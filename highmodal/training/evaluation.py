@@ -49,8 +49,10 @@ def evaluate_suite(
 
 
 def aggregate(results: dict[str, dict]) -> float:
-    """Equal-weight mean of per-task skill (HighMMT B.5 weighs tasks equally when selecting)."""
-    return float(np.mean([r["skill"] for r in results.values()]))
+    """Equal-weight mean of per-task skill (HighMMT B.5 weighs tasks equally when selecting); a task
+    whose metric is undefined on this split (e.g. AUROC with one class present) is left out."""
+    skills = [r["skill"] for r in results.values() if not np.isnan(r["skill"])]
+    return float(np.mean(skills)) if skills else float("nan")
 
 
 def format_table(results: dict[str, dict], split: str) -> str:

@@ -96,7 +96,7 @@ class Trainer:
                 self.model.eval()
                 val = evaluate_suite(self.model, self.suite, "val", self.cfg.eval_batch_size, tensors=self.val_data)
                 score = aggregate(val)
-                if score > best["score"]:
+                if best["state"] is None or score > best["score"]:  # NaN never wins, but epoch 1 always counts
                     best = {"score": score, "epoch": epoch, "val": val,
                             "state": copy.deepcopy(self.model.state_dict())}
                 record = {

@@ -89,3 +89,10 @@ def test_skill_regression_is_fraction_of_chance_mae_removed():
 
 def test_skill_classification_is_accuracy():
     assert skill(CLS, {"accuracy": 0.7, "macro_f1": 0.2}, {"accuracy": 0.5, "macro_f1": 0.1}) == 0.7
+
+
+def test_aggregate_skips_undefined_task_skill():
+    from highmodal.training.evaluation import aggregate
+
+    assert aggregate({"a": {"skill": 0.8}, "b": {"skill": float("nan")}, "c": {"skill": 0.6}}) == pytest.approx(0.7)
+    assert np.isnan(aggregate({"a": {"skill": float("nan")}}))
