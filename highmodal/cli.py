@@ -38,7 +38,7 @@ def _train(config_path: Path, cfg, args) -> None:
         cfg.train.epochs = args.epochs
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     run_dir, results, _ = train_experiment(cfg, out, config_path.parent, _data(args), args.overwrite,
-                                           progress=not args.no_progress)
+                                           progress=not args.no_progress, resume=bool(getattr(args, "resume", None)))
     print(f"run directory: {run_dir}\n")
     _report(results, "test", run_dir, None)
     print(f"reproduce: highmodal evaluate {run_dir} --split test")
@@ -55,6 +55,17 @@ def cmd_demo(args) -> None:
 def cmd_train(args) -> None:
     from highmodal.config import load_experiment
 
+    if args.resume:
+        run_dir = Path(args.resume)
+        partial = run_dir.with_name(f".{run_dir.name}.partial")
+        if not (partial / "config.yaml").is_file():
+            raise HighmodalError(f"{run_dir}: no interrupted run to resume (expected {partial})")
+        cfg, config_dir = _run_config(partial)
+        args.out, args.overwrite = str(run_dir), False
+        _train(config_dir / "config.yaml", cfg, args)
+        return
+    if not args.config:
+        raise HighmodalError("train needs --config CONFIG.yaml (or --resume RUN_DIR)")
     path = Path(args.config)
     _train(path, load_experiment(path), args)
 
@@ -147,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     training(common(sub.add_parser("demo", help="train + evaluate HighMMT on the embedded demo suite")))
     sp = common(sub.add_parser("train", help="train a model from a YAML config"))
-    sp.add_argument("--config", required=True, help="experiment YAML")
+    sp.add_argument("--config", help="experiment YAML")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     training(sp)
     sp = common(sub.add_parser("evaluate", help="evaluate a run directory on a split"))
     sp.add_argument("run_dir")

@@ -137,6 +137,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     device: str = "cpu"
     threads: int | None = None
+    checkpoint_every: int = 0  # steps between checkpoints besides every epoch end (0: epoch ends only)
 
     def __post_init__(self) -> None:
         checks = {
@@ -146,6 +147,7 @@ class TrainConfig:
             "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
             "grad_clip": self.grad_clip is None or self.grad_clip > 0,
             "threads": self.threads is None or self.threads >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
         }
         for key, ok in checks.items():
             if not ok:

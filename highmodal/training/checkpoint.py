@@ -76,17 +76,27 @@ def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
 
 
 class RunDir:
-    """A run directory built in a temporary sibling and moved into place only when complete, so a
-    failed run never destroys an existing one (and ``--overwrite`` replaces it only at the end)."""
+    """A run directory built in a hidden sibling (``.<name>.partial``) and moved into place only when
+    complete, so a failed run never destroys an existing one (``--overwrite`` replaces it at the end).
+    A partial run that reached a checkpoint is kept, so ``--resume`` can continue it."""
 
-    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+    def __init__(self, path: str | Path, overwrite: bool = False, resume: bool = False) -> None:
+        from highmodal.training.resume import checkpoint_dir
+
         self.final = Path(path)
+        self.path = self.final.with_name(f".{self.final.name}.partial")
+        if resume:
+            if checkpoint_dir(self.path) is None:
+                raise HighmodalError(f"{self.final}: no interrupted run to resume ({self.path} has no checkpoint)")
+            return
         if self.final.exists() and not overwrite:
             raise HighmodalError(f"{self.final}: run directory already exists; pass --overwrite to replace it")
         if self.final.exists() and not self.final.is_dir():
             raise HighmodalError(f"{self.final}: exists and is not a directory")
+        if self.path.exists() and not overwrite:
+            raise HighmodalError(f"{self.path}: an interrupted run is there; pass --resume to continue it "
+                                 "or --overwrite to start over")
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = self.final.with_name(f".{self.final.name}.tmp-{os.getpid()}")
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir()
 
@@ -98,5 +108,11 @@ class RunDir:
         shutil.rmtree(old, ignore_errors=True)
         return self.final
 
-    def abort(self) -> None:
+    def abort(self) -> bool:
+        """Remove the partial run unless it holds a checkpoint; returns whether it was kept."""
+        from highmodal.training.resume import checkpoint_dir
+
+        if checkpoint_dir(self.path) is not None:
+            return True
         shutil.rmtree(self.path, ignore_errors=True)
+        return False

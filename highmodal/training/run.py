@@ -26,6 +26,7 @@ def suite_for(cfg: ExperimentConfig, config_dir: Path, data_root: Path | None) -
 def train_experiment(
     cfg: ExperimentConfig, out: Path, config_dir: Path, data_root: Path | None = None,
     overwrite: bool = False, progress: bool = True, log=print, suite: TaskSuite | None = None,
+    resume: bool = False,
 ) -> tuple[Path, dict, dict]:
     """Train and write the run directory; returns it, the saved model's test results, and a summary
     (best epoch, validation skill, train seconds, parameters).
@@ -33,7 +34,7 @@ def train_experiment(
     Test metrics are computed on the model *reloaded from disk*, exactly as ``highmodal evaluate``
     does, so the two always agree. A prebuilt ``suite`` (e.g. subsampled) skips loading.
     """
-    run = RunDir(out, overwrite)
+    run = RunDir(out, overwrite, resume)
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -44,11 +45,12 @@ def train_experiment(
         params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model.name} ({cfg.model.preset}): {params:,} parameters, {len(suite)} tasks, "
             f"{len(suite.specs)} modalities")
-        resolved = to_mapping(cfg)
-        resolved["config_dir"] = str(config_dir.resolve())
-        atomic_write_text(run.path / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        if not resume:
+            resolved = to_mapping(cfg)
+            resolved["config_dir"] = str(config_dir.resolve())
+            atomic_write_text(run.path / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         t0 = time.perf_counter()
-        summary = Trainer(model, suite, cfg.train, cfg.seed, run.path, progress).fit()
+        summary = Trainer(model, suite, cfg.train, cfg.seed, run.path, progress).fit(resume=resume)
         summary["train_seconds"] = time.perf_counter() - t0
         summary["params"] = params
         log(f"trained in {summary['train_seconds']:.1f} s; best epoch {summary['best_epoch']} "
@@ -58,7 +60,8 @@ def train_experiment(
             {k: v for k, v in summary.items() if k != "val"}, indent=2))
         final = run.commit()
     except BaseException:
-        run.abort()
+        if run.abort():
+            log(f"the last checkpoint is kept in {run.path}; continue with: highmodal train --resume {out}")
         raise
     results = evaluate_suite(load(final, cfg.train.device), suite, "test", cfg.train.eval_batch_size,
                              cfg.train.device)

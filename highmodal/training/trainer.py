@@ -19,6 +19,7 @@ from highmodal.models.base import MultitaskModel
 from highmodal.training.batching import TaskTensors
 from highmodal.training.evaluation import aggregate, evaluate_suite
 from highmodal.training.losses import LOSSES
+from highmodal.training.resume import Progress, TrainingDiverged, load_checkpoint, save_checkpoint, trim_log
 from highmodal.training.schedule import staggered_schedule
 
 
@@ -53,72 +54,99 @@ class Trainer:
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
 
-    def _step(self, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def _step(self, batches: dict[str, dict[str, torch.Tensor]], where: str) -> dict[str, torch.Tensor]:
         losses = {}
         for name, batch in batches.items():
             task = self.model.task(name)
             out = self.model(batch, name)
             losses[name] = LOSSES.get(task.target)(out, batch["target"])
         total = sum(self.model.task(n).weight * loss for n, loss in losses.items())
+        if not torch.isfinite(total):
+            bad = [n for n, loss in losses.items() if not torch.isfinite(loss)]
+            raise TrainingDiverged(f"non-finite loss in task {', '.join(bad)} at {where}")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if self.cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
+        if not torch.isfinite(norm):
+            raise TrainingDiverged(f"non-finite gradients from tasks {', '.join(batches)} at {where}")
         self.optimizer.step()
         self.scheduler.step()
         return {n: loss.detach() for n, loss in losses.items()}
 
-    def fit(self) -> dict:
-        """Train for ``cfg.epochs``; leave the model holding the best validation epoch's weights."""
+    def fit(self, resume: bool = False) -> dict:
+        """Train for ``cfg.epochs``; leave the model holding the best validation epoch's weights.
+
+        With a run directory, the full training state is checkpointed atomically at every epoch end
+        and every ``cfg.checkpoint_every`` steps; ``resume=True`` continues from the last checkpoint
+        and ends bit-identical to an uninterrupted run (same batches, RNG streams and optimizer state).
+        """
+        rng = np.random.default_rng(self.seed)
+        p = Progress(epoch_rng=rng.bit_generator.state)
+        best_state = None
+        if resume and self.run_dir is not None:
+            p, best_state = load_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler)
+            trim_log(self.run_dir / "metrics.jsonl", p.epoch)
         writer = log = None
         if self.run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tensorboard"))
             log = (self.run_dir / "metrics.jsonl").open("a")
-        rng = np.random.default_rng(self.seed)
-        best = {"score": -math.inf, "epoch": -1, "state": None, "val": None}
-        bar = tqdm(total=self.total_steps, disable=not self.progress, desc="train", unit="step", leave=False)
-        step = 0
+        bar = tqdm(total=self.total_steps, initial=p.step, disable=not self.progress, desc="train", unit="step",
+                   leave=False)
         try:
-            for epoch in range(1, self.cfg.epochs + 1):
+            while p.epoch <= self.cfg.epochs:
                 t0 = time.perf_counter()
                 self.model.train()
+                rng.bit_generator.state = p.epoch_rng
                 iters = {n: d.shuffled(self.batch_sizes[n], rng) for n, d in self.train_data.items()}
-                sums = {n: torch.zeros((), device=self.device) for n in self.train_data}
-                for active in self.schedule:
-                    losses = self._step({n: next(iters[n]) for n in active})
-                    for n, loss in losses.items():
-                        sums[n] += loss
-                    step += 1
+                seen = dict.fromkeys(self.train_data, 0)
+                for i, active in enumerate(self.schedule):
+                    batches = {n: next(iters[n]) for n in active}
+                    for n in active:
+                        seen[n] += 1
+                    if i < p.step_in_epoch:  # already trained before the interruption: replay the draw only
+                        continue
+                    where = (f"epoch {p.epoch}, step {p.step + 1}, batch "
+                             + ", ".join(f"{n}#{seen[n]}" for n in active))
+                    for n, loss in self._step(batches, where).items():
+                        p.sums[n] = p.sums.get(n, 0.0) + loss
+                    p.step += 1
+                    p.step_in_epoch = i + 1
                     bar.update()
-                train_loss = {n: float(sums[n]) / self.num_batches[n] for n in sums}
+                    every = self.cfg.checkpoint_every
+                    if self.run_dir is not None and every and p.step % every == 0 and i + 1 < len(self.schedule):
+                        save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
+                train_loss = {n: float(p.sums.get(n, 0.0)) / self.num_batches[n] for n in self.train_data}
                 self.model.eval()
                 val = evaluate_suite(self.model, self.suite, "val", self.cfg.eval_batch_size, tensors=self.val_data)
                 score = aggregate(val)
-                if best["state"] is None or score > best["score"]:  # NaN never wins, but epoch 1 always counts
-                    best = {"score": score, "epoch": epoch, "val": val,
-                            "state": copy.deepcopy(self.model.state_dict())}
+                if best_state is None or score > p.best_score:  # NaN never wins, but epoch 1 always counts
+                    best_state = copy.deepcopy(self.model.state_dict())
+                    p.best_score, p.best_epoch = score, p.epoch
+                    p.best_val = {n: {k: v for k, v in r.items()} for n, r in val.items()}
                 record = {
-                    "epoch": epoch, "step": step, "lr": self.scheduler.get_last_lr()[0],
+                    "epoch": p.epoch, "step": p.step, "lr": self.scheduler.get_last_lr()[0],
                     "train_loss": train_loss, "val_score": score,
                     "val": {n: r["metrics"] for n, r in val.items()}, "seconds": time.perf_counter() - t0,
                 }
-                bar.set_postfix(epoch=epoch, val=f"{score:.3f}")
+                bar.set_postfix(epoch=p.epoch, val=f"{score:.3f}")
+                p.epoch, p.step_in_epoch, p.sums, p.epoch_rng = p.epoch + 1, 0, {}, rng.bit_generator.state
                 if writer is not None and log is not None:
+                    save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    writer.add_scalar("val/score", score, step)
-                    writer.add_scalar("lr", record["lr"], step)
+                    writer.add_scalar("val/score", score, p.step)
+                    writer.add_scalar("lr", record["lr"], p.step)
                     for n, r in val.items():
-                        writer.add_scalar(f"train_loss/{n}", train_loss[n], step)
+                        writer.add_scalar(f"train_loss/{n}", train_loss[n], p.step)
                         for metric, value in r["metrics"].items():
-                            writer.add_scalar(f"val/{n}/{metric}", value, step)
+                            writer.add_scalar(f"val/{n}/{metric}", value, p.step)
         finally:
             bar.close()
             if writer is not None and log is not None:
                 writer.close()
                 log.close()
-        self.model.load_state_dict(best["state"])
+        self.model.load_state_dict(best_state)
         self.model.eval()
-        return {"best_epoch": best["epoch"], "best_val_score": best["score"], "val": best["val"]}
+        return {"best_epoch": p.best_epoch, "best_val_score": p.best_score, "val": p.best_val}

@@ -1,0 +1,103 @@
+"""Crash-safe training state: ``checkpoints/last/`` holds everything needed to continue a run
+bit-identically (model, best model, optimizer, scheduler, RNG streams, schedule position)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from highmodal.errors import HighmodalError
+
+
+class TrainingDiverged(HighmodalError):
+    """A non-finite loss or gradient: training stops before the update, the last checkpoint stays."""
+
+
+@dataclass
+class Progress:
+    """Where training stands. ``epoch_rng`` is the shuffling RNG's state at the start of ``epoch``;
+    replaying the epoch's draws from it reproduces the exact batches of an uninterrupted run."""
+
+    epoch: int = 1
+    step_in_epoch: int = 0
+    step: int = 0
+    epoch_rng: dict = field(default_factory=dict)
+    sums: dict = field(default_factory=dict)
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    best_val: dict | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, p: Progress, best_state: dict | None) -> None:
+    """Write to a fresh temporary folder, fsync, then swap it in as ``checkpoints/last``."""
+    root = run_dir / "checkpoints"
+    tmp, last, old = root / ".last.tmp", root / "last", root / ".last.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    if best_state is not None:
+        save_file({k: v.contiguous().cpu() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+    progress = asdict(p) | {"sums": {n: float(v) for n, v in p.sums.items()}}
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state()}, tmp / "optim.pt")
+    (tmp / "progress.json").write_text(json.dumps(progress))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if last.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(last, old)
+    os.replace(tmp, last)
+    _fsync_dir(root)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """``last``, or ``.last.old`` when a crash fell between the two renames of a swap."""
+    for name in ("last", ".last.old"):
+        path = run_dir / "checkpoints" / name
+        if (path / "progress.json").is_file():
+            return path
+    return None
+
+
+def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[Progress, dict | None]:
+    path = checkpoint_dir(run_dir)
+    if path is None:
+        raise HighmodalError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
+    try:
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None
+        state = torch.load(path / "optim.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        p = Progress(**json.loads((path / "progress.json").read_text()))
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise HighmodalError(f"{path}: checkpoint is unreadable or does not fit this run: "
+                             f"{str(e).splitlines()[0]}") from None
+    return p, best
+
+
+def trim_log(path: Path, next_epoch: int) -> None:
+    """Drop metrics lines of epochs that the resumed run will redo (written after the checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < next_epoch]
+    path.write_text("".join(line + "\n" for line in keep))
