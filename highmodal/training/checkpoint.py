@@ -19,6 +19,7 @@ from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
 
 FORMAT_VERSION = 1
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
 def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str) -> None:
@@ -45,6 +46,10 @@ def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
     """Restore a trained model from a run directory (safetensors + JSON only, no pickle)."""
     run_dir = Path(run_dir)
     meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
+    pickles = sorted(p.name for p in run_dir.glob("*") if p.suffix in PICKLE_SUFFIXES)
+    if not weights.is_file() and pickles:
+        raise HighmodalError(f"{run_dir / pickles[0]}: refusing a pickle file (unpickling can run arbitrary code); "
+                             "highmodal loads weights only from model.safetensors + model.json")
     for p in (meta_path, weights):
         if not p.is_file():
             raise HighmodalError(f"{p}: not found; is {run_dir} a highmodal run directory?")
@@ -56,6 +61,11 @@ def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
         raise HighmodalError(f"{meta_path}: model format {meta.get('format_version')!r} "
                              f"(written by highmodal {meta.get('highmodal_version')}) is not "
                              f"readable by highmodal {__version__}, which reads format {FORMAT_VERSION}")
+    with open(weights, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" or head == b"PK":
+        raise HighmodalError(f"{weights}: is a pickle / torch.save file, not safetensors; refusing it "
+                             "(unpickling can run arbitrary code)")
     if sha256_file(weights) != meta.get("weights_sha256"):
         raise HighmodalError(f"{weights}: sha256 does not match model.json; the weights are corrupt or were replaced")
     try:
