@@ -87,8 +87,15 @@ def cmd_evaluate(args) -> None:
     model = load(run_dir)
     cfg, config_dir = _run_config(run_dir)
     suite = suite_for(cfg, config_dir, _data(args))
-    results = evaluate_suite(model, suite, args.split, cfg.train.eval_batch_size)
-    _report(results, args.split, run_dir, Path(args.json) if args.json else None)
+    subset = set(args.modalities.split(",")) if args.modalities else None
+    if subset is not None:
+        known = {m for td in suite for m in td.task.modalities}
+        if not subset <= known:
+            raise HighmodalError(f"--modalities: {', '.join(sorted(subset - known))} not in the suite "
+                                 f"(modalities: {', '.join(sorted(known))})")
+    results = evaluate_suite(model, suite, args.split, cfg.train.eval_batch_size, modalities=subset)
+    default = run_dir / f"eval_{args.split}{'-' + '+'.join(sorted(subset)) if subset else ''}.json"
+    _report(results, args.split, run_dir, Path(args.json) if args.json else default)
 
 
 def cmd_predict(args) -> None:
@@ -101,7 +108,8 @@ def cmd_predict(args) -> None:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
-    header, rows = predict_npz(load(args.run_dir), args.task, Path(args.input))
+    subset = args.modalities.split(",") if args.modalities else None
+    header, rows = predict_npz(load(args.run_dir), args.task, Path(args.input), modalities=subset)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -165,11 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir")
     sp.add_argument("--split", default="test", choices=["train", "val", "test"])
     sp.add_argument("--json", help="where to write the metrics JSON (default: RUN_DIR/eval_<split>.json)")
+    sp.add_argument("--modalities", help="comma-separated inputs to use; the others are withheld (robustness)")
     sp = common(sub.add_parser("predict", help="predict one task on an .npz of inputs"), data=False)
     sp.add_argument("run_dir")
     sp.add_argument("--task", required=True)
     sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model)")
     sp.add_argument("--out", required=True, help="CSV to write")
+    sp.add_argument("--modalities", help="comma-separated subset of the task's inputs to predict from")
     sp.add_argument("--overwrite", action="store_true")
     sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs classical"))
     sp.add_argument("--suite", required=True, help="packaged suite name (demo, real) or a suite YAML")

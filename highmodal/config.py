@@ -138,6 +138,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     checkpoint_every: int = 0  # steps between checkpoints besides every epoch end (0: epoch ends only)
+    modality_dropout: float = 0.0  # chance per step of hiding each modality of a multimodal task's batch
 
     def __post_init__(self) -> None:
         checks = {
@@ -148,6 +149,7 @@ class TrainConfig:
             "grad_clip": self.grad_clip is None or self.grad_clip > 0,
             "threads": self.threads is None or self.threads >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "modality_dropout": 0 <= self.modality_dropout < 1,
         }
         for key, ok in checks.items():
             if not ok:

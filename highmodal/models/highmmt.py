@@ -114,10 +114,15 @@ class HighMMT(MultitaskModel):
     def features(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         """The representation fed to the task head: ``(B, feature_dim)``."""
         t = self.task(task)
-        missing = [m for m in t.modalities if m not in batch]
-        if missing:
-            raise HighmodalError(f"task {task!r}: batch lacks modalities {missing}")
-        latents = self.encode(batch, t.modalities)
+        present = [m for m in t.modalities if m in batch]
+        if not present:
+            raise HighmodalError(f"task {task!r}: the batch holds none of its modalities {list(t.modalities)}")
+        encoded = dict(zip(present, self.encode(batch, present), strict=True))
+        # A missing modality is stood in for by the encoder's learned initial latent array: what the
+        # Perceiver holds before it has looked at any input. No extra parameters, and the head keeps
+        # its width, so any non-empty subset of a task's modalities can be scored.
+        b = encoded[present[0]].shape[0]
+        latents = [encoded[m] if m in encoded else self.encoder.latents.expand(b, -1, -1) for m in t.modalities]
         if len(latents) == 1:
             return latents[0].flatten(1)
         return self.crossmodal(latents)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -26,12 +28,20 @@ def predict_split(
 
 def evaluate_suite(
     model: MultitaskModel, suite: TaskSuite, split: str, batch_size: int = 256, device: str = "cpu",
-    tensors: dict[str, TaskTensors] | None = None,
+    tensors: dict[str, TaskTensors] | None = None, modalities: set[str] | None = None,
 ) -> dict[str, dict]:
-    """``{task: {"modalities", "metrics", "chance", "primary", "skill"}}`` on ``split``."""
+    """``{task: {"modalities", "metrics", "chance", "primary", "skill"}}`` on ``split``.
+
+    ``modalities`` restricts every task to those inputs (the others are withheld from the model);
+    tasks left with none of their modalities are skipped."""
     results = {}
     for td in suite:
         t = td.task
+        if modalities is not None:
+            kept = tuple(m for m in t.modalities if m in modalities)
+            if not kept:
+                continue
+            t = replace(t, modalities=kept)
         data = tensors[t.name] if tensors is not None else TaskTensors(t, td.splits[split], device)
         pred, probs = predict_split(model, data, batch_size)
         y = td.splits[split].y
@@ -39,6 +49,7 @@ def evaluate_suite(
         chance = chance_metrics(t, td.splits["train"].y, y)
         results[t.name] = {
             "modalities": [f"{m}:{td.specs[m].kind}" for m in t.modalities],
+            "withheld": [m for m in td.task.modalities if m not in t.modalities],
             "primary": metric_names(t)[0],
             "metrics": values,
             "chance": chance,

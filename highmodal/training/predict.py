@@ -12,15 +12,23 @@ from highmodal.errors import HighmodalError
 from highmodal.models.base import MultitaskModel
 
 
-def predict_npz(model: MultitaskModel, task_name: str, path: Path, batch_size: int = 256) -> tuple[list, list]:
+def predict_npz(
+    model: MultitaskModel, task_name: str, path: Path, batch_size: int = 256, modalities: list[str] | None = None,
+) -> tuple[list, list]:
     """Read ``path`` (one array per modality, named as in the model; optional ``<name>_mask``),
     validate it against the model's specs and return a table: header and rows. Classification
-    rows hold the label name and one probability per class; regression rows the values."""
+    rows hold the label name and one probability per class; regression rows the values.
+    ``modalities`` (a non-empty subset of the task's) predicts from those inputs only."""
     task = model.task(task_name)
+    names = list(task.modalities) if modalities is None else modalities
+    unknown = [m for m in names if m not in task.modalities]
+    if unknown or not names:
+        raise HighmodalError(f"--modalities {','.join(names)}: task {task.name!r} takes a non-empty subset of "
+                             f"{', '.join(task.modalities)}")
     arrays = open_npz(path)
     specs = {s.name: s for s in model.specs}
     batch = {}
-    for name in task.modalities:
+    for name in names:
         if name not in arrays:
             raise HighmodalError(f"{path}: needs an array named {name!r} for task {task.name!r} "
                                  f"(found: {', '.join(arrays) or 'none'})")

@@ -54,10 +54,21 @@ class Trainer:
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
 
+    def _drop_modalities(self, batch: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Modality dropout: hide each modality with probability p, always keeping at least one, so
+        the model learns to predict from any subset (the torch RNG drives it, so resumes replay it)."""
+        drop = (torch.rand(len(modalities)) < self.cfg.modality_dropout).tolist()
+        if all(drop):
+            drop[int(torch.randint(len(modalities), ()))] = False
+        hidden = {m for m, d in zip(modalities, drop, strict=True) if d}
+        return {k: v for k, v in batch.items() if k not in hidden and k.removesuffix("_mask") not in hidden}
+
     def _step(self, batches: dict[str, dict[str, torch.Tensor]], where: str) -> dict[str, torch.Tensor]:
         losses = {}
         for name, batch in batches.items():
             task = self.model.task(name)
+            if self.cfg.modality_dropout > 0 and len(task.modalities) > 1:
+                batch = self._drop_modalities(batch, task.modalities)
             out = self.model(batch, name)
             losses[name] = LOSSES.get(task.target)(out, batch["target"])
         total = sum(self.model.task(n).weight * loss for n, loss in losses.items())

@@ -212,11 +212,22 @@ def test_resolve_config_overrides():
     assert model.heads["c_only"][1].in_features == 5 * 32
 
 
-def test_missing_modality_and_unknown_task():
-    model = _tiny()
+def test_missing_modality_uses_the_initial_latents_and_unknown_task():
+    """Any non-empty subset of a task's modalities is scored: a missing one is replaced by the
+    encoder's learned initial latent array; none at all is an error."""
+    model = _tiny().eval()
     batch = _batch()
+    full = model(batch, "ab")
     del batch["b"]
-    with pytest.raises(HighmodalError, match=r"'ab'.*\['b'\]"):
+    partial = model(batch, "ab")
+    assert partial.shape == full.shape and not torch.allclose(partial, full)
+    b = batch["a"].shape[0]
+    a_latents = model.encode(batch, ["a"])[0]
+    standin = model.encoder.latents.expand(b, -1, -1)
+    expected = model.heads["ab"](model.crossmodal([a_latents, standin]))
+    torch.testing.assert_close(partial, expected)
+    del batch["a"]
+    with pytest.raises(HighmodalError, match=r"'ab'.*none of its modalities"):
         model(batch, "ab")
     with pytest.raises(HighmodalError, match=r"unknown task .abd.*did you mean"):
         model.task("abd")
