@@ -68,7 +68,20 @@ def test_train_evaluate_predict(byo, cli):
     pred_acc = np.mean([r["prediction"] == t for r, t in zip(rows, y[-40:], strict=True)])
     assert pred_acc == pytest.approx(acc), "predict disagrees with evaluate on the same test samples"
 
+    cli("evaluate", str(run), "--modalities", "accel", check=True)
+    alone = json.loads((run / "eval_test-accel.json").read_text())["tasks"]["activity"]
+    assert alone["withheld"] == ["gyro"] and alone["modalities"] == ["accel:imu"]
+    assert json.loads((run / "eval_test.json").read_text()) == printed, "the full-input report was overwritten"
+    bad = cli("evaluate", str(run), "--modalities", "sonar")
+    assert bad.returncode == 2 and "sonar" in bad.stderr
+
     np.savez(root / "partial.npz", accel=np.moveaxis(test[:, :3], 1, -1))
+    cli("predict", str(run), "--task", "activity", "--input", str(root / "partial.npz"), "--modalities", "accel",
+        "--out", str(root / "accel.csv"), check=True)
+    with open(root / "accel.csv") as f:
+        accel_rows = list(csv.DictReader(f))
+    accel_acc = np.mean([r["prediction"] == t for r, t in zip(accel_rows, y[-40:], strict=True)])
+    assert accel_acc == pytest.approx(alone["metrics"]["accuracy"])
     bad = cli("predict", str(run), "--task", "activity", "--input", str(root / "partial.npz"),
               "--out", str(root / "bad.csv"))
     assert bad.returncode == 2 and "needs an array named 'gyro'" in bad.stderr

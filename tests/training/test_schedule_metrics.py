@@ -96,3 +96,20 @@ def test_aggregate_skips_undefined_task_skill():
 
     assert aggregate({"a": {"skill": 0.8}, "b": {"skill": float("nan")}, "c": {"skill": 0.6}}) == pytest.approx(0.7)
     assert np.isnan(aggregate({"a": {"skill": float("nan")}}))
+
+
+def test_modality_dropout_hides_some_but_never_all():
+    import torch
+
+    from highmodal.config import TrainConfig
+    from highmodal.training.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)  # only the config is needed for the dropout rule
+    trainer.cfg = TrainConfig(modality_dropout=0.7)
+    torch.manual_seed(0)
+    batch = {"a": torch.zeros(2, 3), "a_mask": torch.ones(2, 3, dtype=torch.bool), "b": torch.zeros(2, 4),
+             "target": torch.zeros(2)}
+    kept = [trainer._drop_modalities(batch, ("a", "b")) for _ in range(300)]
+    assert all("target" in k and ({"a", "b"} & set(k)) for k in kept)
+    assert any("a" not in k for k in kept) and any("b" not in k for k in kept)
+    assert all(("a" in k) == ("a_mask" in k) for k in kept), "a mask travels with its modality"
