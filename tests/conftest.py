@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,19 @@ def assert_tiny_forward(suite, split: str = "train") -> None:
         with torch.no_grad():
             out = model(batch, td.task.name)
         assert out.shape == (4, td.task.out_dim) and torch.isfinite(out).all()
+
+
+def assert_damage_is_named(data_root: Path, tmp_path: Path, dataset: str, damaged: str, entries: list[dict]) -> Path:
+    """Loading ``entries`` from a root where ``dataset/damaged`` is corrupted, then missing, fails with
+    a HighmodalError naming that file each time. Returns the damaged root for further checks."""
+    from highmodal.data import LoadContext, build_suite
+    from highmodal.errors import HighmodalError
+
+    bad = corrupt_copy(data_root, dataset, damaged, tmp_path)
+    name = re.escape(damaged.split("/")[-1])
+    with pytest.raises(HighmodalError, match=rf"{name}: file is corrupted"):
+        build_suite(entries, LoadContext(data_root=bad))
+    (bad / dataset / damaged).unlink()
+    with pytest.raises(HighmodalError, match=rf"{name}: required file .* is missing"):
+        build_suite(entries, LoadContext(data_root=bad))
+    return bad

@@ -135,7 +135,7 @@ class Trainer:
                 if best_state is None or score > p.best_score:  # NaN never wins, but epoch 1 always counts
                     best_state = copy.deepcopy(self.model.state_dict())
                     p.best_score, p.best_epoch = score, p.epoch
-                    p.best_val = {n: {k: v for k, v in r.items()} for n, r in val.items()}
+                    p.best_val = val
                 record = {
                     "epoch": p.epoch, "step": p.step, "lr": self.scheduler.get_last_lr()[0],
                     "train_loss": train_loss, "val_score": score,

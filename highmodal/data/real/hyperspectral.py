@@ -36,7 +36,7 @@ def _read_samson(path: Path) -> dict[str, np.ndarray]:
     of the spectral variance as stored and 13 % with ``A`` transposed."""
     try:
         mat = sio.loadmat(path)
-    except (ValueError, OSError, TypeError, NotImplementedError) as e:
+    except (ValueError, OSError, TypeError, NotImplementedError) as e:  # scipy raises the last for MATLAB v7.3
         raise HighmodalError(f"{path}: cannot read the MATLAB file ({e})") from None
     missing = [k for k in ("SamSon", "A", "cood") if k not in mat]
     if missing:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 import torch
-from conftest import corrupt_copy
+from conftest import assert_damage_is_named, corrupt_copy
 
 import highmodal.data.real.audio as audio
 from highmodal.data import LoadContext, build_suite
@@ -140,12 +140,7 @@ def test_fsdd_forward(fsdd_suite):
 
 
 def test_fsdd_corrupted_unreadable_and_missing_files(data_root, tmp_path):
-    bad = corrupt_copy(data_root, "fsdd", "recordings/3_theo_7.wav", tmp_path)
-    with pytest.raises(HighmodalError, match=r"3_theo_7.wav: file is corrupted"):
-        load(bad, "fsdd")
-    (bad / "fsdd" / "recordings" / "3_theo_7.wav").unlink()
-    with pytest.raises(HighmodalError, match=r"3_theo_7.wav: required file .* is missing"):
-        load(bad, "fsdd")
+    assert_damage_is_named(data_root, tmp_path, "fsdd", "recordings/3_theo_7.wav", [{"name": "fsdd", "source": "fsdd"}])
     plain = replaced_copy(data_root, "fsdd", "recordings/3_theo_7.wav", b"not a wav file", tmp_path)
     with pytest.raises(HighmodalError, match=r"3_theo_7.wav: cannot read the wav file"):
         load(plain, "fsdd")
@@ -202,12 +197,8 @@ def test_avletters_forward_ignores_padding(avletters_suite):
 
 
 def test_avletters_corrupted_and_missing_files(data_root, tmp_path):
-    bad = corrupt_copy(data_root, "avletters", "Audio_mfcc_Clean.tar.gz", tmp_path)
-    with pytest.raises(HighmodalError, match=r"Audio_mfcc_Clean.tar.gz: file is corrupted"):
-        load(bad, "avletters")
-    (bad / "avletters" / "Audio_mfcc_Clean.tar.gz").unlink()
-    with pytest.raises(HighmodalError, match=r"Audio_mfcc_Clean.tar.gz: required file .* is missing"):
-        load(bad, "avletters")
+    assert_damage_is_named(data_root, tmp_path, "avletters", "Audio_mfcc_Clean.tar.gz",
+                           [{"name": "avletters", "source": "avletters"}])
     truncated = (data_root / "avletters" / "Audio_mfcc_Clean.tar.gz").read_bytes()[:100_000]
     plain = replaced_copy(data_root, "avletters", "Audio_mfcc_Clean.tar.gz", truncated, tmp_path)
     with pytest.raises(HighmodalError, match=r"Audio_mfcc_Clean.tar.gz: cannot read the archive"):

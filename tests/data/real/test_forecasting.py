@@ -4,7 +4,7 @@ right side of each border, options, corrupted/missing/unreadable files, a model 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_tiny_forward, corrupt_copy
+from conftest import assert_damage_is_named, assert_tiny_forward
 
 import highmodal.data.real.forecasting as forecasting
 from highmodal.data import LoadContext, build_suite
@@ -74,12 +74,7 @@ def test_options_file_horizon_and_stride(data_root):
 
 
 def test_corrupted_and_missing_files(data_root, tmp_path):
-    bad = corrupt_copy(data_root, "ett_small", "ETTh1.csv", tmp_path)
-    with pytest.raises(HighmodalError, match=r"ETTh1.csv: file is corrupted"):
-        build_suite([ENTRY], LoadContext(data_root=bad))
-    (bad / "ett_small" / "ETTh1.csv").unlink()
-    with pytest.raises(HighmodalError, match=r"ETTh1.csv: required file .* is missing"):
-        build_suite([ENTRY], LoadContext(data_root=bad))
+    assert_damage_is_named(data_root, tmp_path, "ett_small", "ETTh1.csv", [ENTRY])
 
 
 def test_unexpected_columns_without_checksums_name_the_file(data_root, tmp_path):

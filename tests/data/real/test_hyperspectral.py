@@ -4,7 +4,7 @@ normalisation, options, corrupted/missing/unreadable files, a model forward pass
 import numpy as np
 import pytest
 import scipy.io as sio
-from conftest import assert_tiny_forward, corrupt_copy
+from conftest import assert_damage_is_named, assert_tiny_forward
 
 import highmodal.data.real.hyperspectral as hyperspectral
 from highmodal.data import LoadContext, build_suite
@@ -76,12 +76,7 @@ def test_options(data_root):
 
 
 def test_corrupted_missing_and_unreadable_files(data_root, tmp_path):
-    bad = corrupt_copy(data_root, "samson_hsi", "Samson.mat", tmp_path)
-    with pytest.raises(HighmodalError, match=r"Samson.mat: file is corrupted"):
-        build_suite([ENTRY], LoadContext(data_root=bad))
-    (bad / "samson_hsi" / "Samson.mat").unlink()
-    with pytest.raises(HighmodalError, match=r"Samson.mat: required file .* is missing"):
-        build_suite([ENTRY], LoadContext(data_root=bad))
+    assert_damage_is_named(data_root, tmp_path, "samson_hsi", "Samson.mat", [ENTRY])
     (tmp_path / "plain" / "samson_hsi").mkdir(parents=True)
     (tmp_path / "plain" / "samson_hsi" / "Samson.mat").write_bytes(b"not a MATLAB file" * 20)
     with pytest.raises(HighmodalError, match=r"Samson.mat: cannot read the MATLAB file"):

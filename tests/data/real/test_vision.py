@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import corrupt_copy
+from conftest import assert_damage_is_named
 
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
@@ -33,12 +33,8 @@ def test_mnist_cache_hit_skips_preprocessing(data_root, monkeypatch, tmp_path):
 
 
 def test_mnist_corrupted_and_missing_files(data_root, tmp_path):
-    bad = corrupt_copy(data_root, "mnist_test", "t10k-labels-idx1-ubyte.gz", tmp_path)
-    with pytest.raises(HighmodalError, match=r"t10k-labels-idx1-ubyte.gz: file is corrupted"):
-        build_suite([{"name": "m", "source": "mnist"}], LoadContext(data_root=bad))
-    (bad / "mnist_test" / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(HighmodalError, match=r"t10k-labels-idx1-ubyte.gz: required file .* is missing"):
-        build_suite([{"name": "m", "source": "mnist"}], LoadContext(data_root=bad))
+    assert_damage_is_named(data_root, tmp_path, "mnist_test", "t10k-labels-idx1-ubyte.gz",
+                           [{"name": "m", "source": "mnist"}])
 
 
 def test_no_data_root_is_a_clear_error():
