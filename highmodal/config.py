@@ -139,6 +139,9 @@ class TrainConfig:
     threads: int | None = None
     checkpoint_every: int = 0  # steps between checkpoints besides every epoch end (0: epoch ends only)
     modality_dropout: float = 0.0  # chance per step of hiding each modality of a multimodal task's batch
+    grad_accum: int = 1  # run each batch as this many micro-batches, one backward each: same update, less memory
+    memory_guard: bool = True  # estimate a step's memory before training and refuse one that cannot fit
+    memory_budget_gb: float | None = None  # the guard's budget; None: what the OS (or GPU) reports free
 
     def __post_init__(self) -> None:
         checks = {
@@ -150,6 +153,8 @@ class TrainConfig:
             "threads": self.threads is None or self.threads >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
             "modality_dropout": 0 <= self.modality_dropout < 1,
+            "grad_accum": self.grad_accum >= 1,
+            "memory_budget_gb": self.memory_budget_gb is None or self.memory_budget_gb > 0,
         }
         for key, ok in checks.items():
             if not ok:

@@ -45,3 +45,9 @@ class TaskTensors:
     def ordered(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         for i in range(0, len(self), batch_size):
             yield self.batch(slice(i, i + batch_size))
+
+
+def micro_batches(batch: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
+    """``batch`` cut row-wise into ``k`` near-equal parts (the last ones empty when rows < k)."""
+    parts = {key: v.tensor_split(k) for key, v in batch.items()}
+    return [{key: p[i] for key, p in parts.items()} for i in range(k)]

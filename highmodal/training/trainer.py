@@ -16,9 +16,10 @@ from tqdm import tqdm
 from highmodal.config import TrainConfig
 from highmodal.data.task import TaskSuite
 from highmodal.models.base import MultitaskModel
-from highmodal.training.batching import TaskTensors
+from highmodal.training.batching import TaskTensors, micro_batches
 from highmodal.training.evaluation import aggregate, evaluate_suite
 from highmodal.training.losses import LOSSES
+from highmodal.training.memory import GIB, available_bytes, check_step_fits, hint, oom_as_error
 from highmodal.training.resume import Progress, TrainingDiverged, load_checkpoint, save_checkpoint, trim_log
 from highmodal.training.schedule import staggered_schedule
 
@@ -64,25 +65,50 @@ class Trainer:
         return {k: v for k, v in batch.items() if k not in hidden and k.removesuffix("_mask") not in hidden}
 
     def _step(self, batches: dict[str, dict[str, torch.Tensor]], where: str) -> dict[str, torch.Tensor]:
-        losses = {}
+        """One optimizer update. With ``grad_accum`` = K every task's batch is cut into K micro-batches
+        and each slice of the step is backpropagated before the next, so activations shrink K-fold
+        while the gradient stays the full batch's (each micro loss is weighted by its share of rows;
+        only BatchNorm heads see different statistics)."""
         for name, batch in batches.items():
-            task = self.model.task(name)
-            if self.cfg.modality_dropout > 0 and len(task.modalities) > 1:
-                batch = self._drop_modalities(batch, task.modalities)
-            out = self.model(batch, name)
-            losses[name] = LOSSES.get(task.target)(out, batch["target"])
-        total = sum(self.model.task(n).weight * loss for n, loss in losses.items())
-        if not torch.isfinite(total):
-            bad = [n for n, loss in losses.items() if not torch.isfinite(loss)]
-            raise TrainingDiverged(f"non-finite loss in task {', '.join(bad)} at {where}")
+            modalities = self.model.task(name).modalities
+            if self.cfg.modality_dropout > 0 and len(modalities) > 1:
+                batches[name] = self._drop_modalities(batch, modalities)
+        accum = self.cfg.grad_accum
+        pieces = {n: micro_batches(b, accum) for n, b in batches.items()}
+        losses: dict[str, torch.Tensor] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        with oom_as_error(where, hint(accum)):
+            for k in range(accum):
+                micro = {n: p[k] for n, p in pieces.items() if len(p[k]["target"])}
+                if not micro:  # fewer rows than micro-batches
+                    break
+                parts = {}
+                for name, batch in micro.items():
+                    loss = LOSSES.get(self.model.task(name).target)(self.model(batch, name), batch["target"])
+                    parts[name] = loss if accum == 1 else loss * (len(batch["target"]) / len(batches[name]["target"]))
+                total = sum(self.model.task(n).weight * loss for n, loss in parts.items())
+                if not torch.isfinite(total):
+                    bad = [n for n, loss in parts.items() if not torch.isfinite(loss)]
+                    at = where if accum == 1 else f"{where} (micro-batch {k + 1}/{accum})"
+                    raise TrainingDiverged(f"non-finite loss in task {', '.join(bad)} at {at}")
+                total.backward()
+                for n, loss in parts.items():
+                    losses[n] = losses[n] + loss.detach() if n in losses else loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         if not torch.isfinite(norm):
             raise TrainingDiverged(f"non-finite gradients from tasks {', '.join(batches)} at {where}")
         self.optimizer.step()
         self.scheduler.step()
-        return {n: loss.detach() for n, loss in losses.items()}
+        return losses
+
+    def check_memory(self) -> int | None:
+        """The resource guard: refuse, before the first step, a step that cannot fit in memory."""
+        if not self.cfg.memory_guard:
+            return None
+        budget = (int(self.cfg.memory_budget_gb * GIB) if self.cfg.memory_budget_gb is not None
+                  else available_bytes(self.device))
+        return check_step_fits(self.model, self.optimizer, self.train_data, self.schedule, self.batch_sizes,
+                               self.cfg.grad_accum, budget)
 
     def fit(self, resume: bool = False) -> dict:
         """Train for ``cfg.epochs``; leave the model holding the best validation epoch's weights.
@@ -97,6 +123,7 @@ class Trainer:
         if resume and self.run_dir is not None:
             p, best_state = load_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler)
             trim_log(self.run_dir / "metrics.jsonl", p.epoch)
+        self.check_memory()
         writer = log = None
         if self.run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -130,7 +157,9 @@ class Trainer:
                         save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
                 train_loss = {n: float(p.sums.get(n, 0.0)) / self.num_batches[n] for n in self.train_data}
                 self.model.eval()
-                val = evaluate_suite(self.model, self.suite, "val", self.cfg.eval_batch_size, tensors=self.val_data)
+                with oom_as_error(f"validation after epoch {p.epoch}", "lower train.eval_batch_size"):
+                    val = evaluate_suite(self.model, self.suite, "val", self.cfg.eval_batch_size,
+                                         tensors=self.val_data)
                 score = aggregate(val)
                 if best_state is None or score > p.best_score:  # NaN never wins, but epoch 1 always counts
                     best_state = copy.deepcopy(self.model.state_dict())

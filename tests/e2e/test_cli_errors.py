@@ -80,6 +80,9 @@ CASES = {
     "no tasks": (dict(top={"tasks": []}), ["lists no tasks"]),
     "unknown model option": (dict(top={"model": {"options": {"num_latent": 4}}}),
                              ["'num_latent'", "did you mean 'num_latents'"]),
+    "zero micro-batches": (dict(top={"train": {"grad_accum": 0}}), ["train.grad_accum", "out of range"]),
+    "step larger than the memory budget": (dict(top={"train": {"memory_budget_gb": 1e-4}}),
+                                           ["train: a step needs about", "but only 0.1 MiB is available"]),
 }
 
 
