@@ -37,8 +37,10 @@ def _train(config_path: Path, cfg, args) -> None:
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
     out = Path(args.out) if args.out else Path("runs") / cfg.name
+    init = getattr(args, "init", None)
     run_dir, results, _ = train_experiment(cfg, out, config_path.parent, _data(args), args.overwrite,
-                                           progress=not args.no_progress, resume=bool(getattr(args, "resume", None)))
+                                           progress=not args.no_progress, resume=bool(getattr(args, "resume", None)),
+                                           init=Path(init) if init else None)
     print(f"run directory: {run_dir}\n")
     _report(results, "test", run_dir, None)
     print(f"reproduce: highmodal evaluate {run_dir} --split test")
@@ -67,7 +69,24 @@ def cmd_train(args) -> None:
     if not args.config:
         raise HighmodalError("train needs --config CONFIG.yaml (or --resume RUN_DIR)")
     path = Path(args.config)
-    _train(path, load_experiment(path), args)
+    cfg = load_experiment(path)
+    if args.groups:
+        cfg.model.options.update(read_groups(Path(args.groups)))
+    _train(path, cfg, args)
+
+
+def read_groups(path: Path) -> dict:
+    """The ``unimodal_groups`` / ``crossmodal_groups`` of a groups JSON (as ``heterogeneity`` writes)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HighmodalError(f"{path}: groups file not found") from None
+    except json.JSONDecodeError as e:
+        raise HighmodalError(f"{path}: not valid JSON ({e})") from None
+    keys = ("unimodal_groups", "crossmodal_groups")
+    if not isinstance(data, dict) or not any(k in data for k in keys):
+        raise HighmodalError(f"{path}: expected a JSON object with {' and/or '.join(keys)}")
+    return {k: data[k] for k in keys if k in data}
 
 
 def _run_config(run_dir: Path):
@@ -132,6 +151,26 @@ def cmd_suite(args) -> None:
           f"classical {100 * s['classical']:.2f} points")
 
 
+def cmd_heterogeneity(args) -> None:
+    from highmodal.heterogeneity.run import quantify
+
+    tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
+    out = Path(args.out) if args.out else Path("runs") / f"heterogeneity-{tag}"
+    report = quantify(args.config, out, _data(args), args.quick, args.full, args.workers, args.overwrite,
+                      not args.no_progress, "highmodal " + " ".join(args.argv))
+    for kind in ("unimodal", "crossmodal"):
+        r = report[kind]
+        if "skipped" in r:
+            print(f"{kind}: skipped ({r['skipped']})")
+            continue
+        h = r["holdout"]
+        print(f"{kind}: {len(r['units'])} units, {r['entries_measured']}/{r['entries_total']} entries measured "
+              f"in {r['seconds']:.0f} s; held-out completion RMSE {h['rmse_completion']:.4f} "
+              f"(mean predictor {h['rmse_mean_predictor']:.4f}); {r['k']} groups")
+    print(f"wrote {out / 'heterogeneity.json'}, {out / 'groups.json'} and plots; "
+          f"fine-tune with: highmodal train --config CONFIG --init RUN --groups {out / 'groups.json'}")
+
+
 def cmd_datasets(args) -> None:
     from highmodal.data.loaders import LOADERS, LoadContext
 
@@ -168,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = common(sub.add_parser("train", help="train a model from a YAML config"))
     sp.add_argument("--config", help="experiment YAML")
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    sp.add_argument("--init", metavar="RUN_DIR", help="start from a trained run's weights (fine-tuning)")
+    sp.add_argument("--groups", metavar="JSON", help="parameter groups (from `highmodal heterogeneity`): one "
+                    "encoder / crossmodal copy per group, each initialised from --init's shared one")
     training(sp)
     sp = common(sub.add_parser("evaluate", help="evaluate a run directory on a split"))
     sp.add_argument("run_dir")
@@ -188,10 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report-dir", help="where results.md/.json go (default: docs/, or --out when --quick)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
+    sp = common(sub.add_parser("heterogeneity", help="measure, complete and cluster modality and interaction "
+                                                     "heterogeneity (HighMMT) into parameter groups"))
+    sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
+    sp.add_argument("--out", help="output folder (default: runs/heterogeneity-<name>)")
+    sp.add_argument("--full", action="store_true", help="measure every entry (O(M^2) runs) instead of an O(M) sample")
+    sp.add_argument("--quick", action="store_true", help="the suite's quick settings: a smoke test")
+    sp.add_argument("--workers", type=int, help="parallel transfer runs (default: heterogeneity.workers)")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--no-progress", action="store_true")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
     p.set_defaults(func=None)
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                     "suite": cmd_suite, "datasets": cmd_datasets}.items():
+                     "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "datasets": cmd_datasets}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
 

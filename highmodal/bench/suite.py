@@ -20,6 +20,7 @@ from highmodal.config import ExperimentConfig, from_mapping, read_yaml
 from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
 from highmodal.fileio import atomic_write_text
+from highmodal.heterogeneity.config import HeterogeneityConfig
 from highmodal.training.metrics import METRICS, metric_names
 from highmodal.training.run import suite_for, train_experiment
 
@@ -52,6 +53,7 @@ class SuiteConfig(ExperimentConfig):
     references: dict[str, Reference] = dataclasses.field(default_factory=dict)
     quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
     notes: str = ""
+    heterogeneity: HeterogeneityConfig = dataclasses.field(default_factory=HeterogeneityConfig)
 
 
 def load_suite_config(name: str) -> tuple[SuiteConfig, Path]:
@@ -65,7 +67,7 @@ def load_suite_config(name: str) -> tuple[SuiteConfig, Path]:
     return from_mapping(SuiteConfig, read_yaml(path), str(path)), path.parent
 
 
-def _cap(td: TaskData, max_train: int, max_eval: int, seed: int) -> TaskData:
+def cap_task(td: TaskData, max_train: int, max_eval: int, seed: int) -> TaskData:
     rng = np.random.default_rng(seed)
     splits = {}
     for name, data in td.splits.items():
@@ -73,6 +75,10 @@ def _cap(td: TaskData, max_train: int, max_eval: int, seed: int) -> TaskData:
         idx = np.sort(rng.permutation(len(data))[:cap]) if len(data) > cap else np.arange(len(data))
         splits[name] = data.subset(idx)
     return dataclasses.replace(td, splits=splits)
+
+
+def cap_suite(suite: TaskSuite, max_train: int, max_eval: int, seed: int) -> TaskSuite:
+    return TaskSuite([cap_task(td, max_train, max_eval, seed) for td in suite])
 
 
 def _experiment(cfg: SuiteConfig, name: str, tasks: list[dict]) -> ExperimentConfig:
@@ -96,7 +102,7 @@ def run_suite(
     suite = suite_for(cfg, config_dir, data_root)
     log(f"loaded {len(suite)} tasks in {time.perf_counter() - t0:.1f} s")
     if quick:
-        suite = TaskSuite([_cap(td, cfg.quick.max_train, cfg.quick.max_eval, cfg.seed) for td in suite])
+        suite = cap_suite(suite, cfg.quick.max_train, cfg.quick.max_eval, cfg.seed)
     entries = {t["name"]: t for t in cfg.tasks}
 
     log("(a) one HighMMT model for all tasks")

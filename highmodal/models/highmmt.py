@@ -4,7 +4,7 @@ transformer for every ordered modality pair, and one small head per task."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from torch import nn
@@ -14,8 +14,9 @@ from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.standardize import Standardizer
 from highmodal.models.base import MultitaskModel
+from highmodal.models.groups import check_groups, crossmodal_units, unimodal_units
 from highmodal.models.registry import register_model
-from highmodal.nn.crossmodal import CrossmodalTransformer
+from highmodal.nn.crossmodal import CrossmodalTransformer, ordered_pairs
 from highmodal.nn.heads import LinearHead
 from highmodal.nn.perceiver import PerceiverEncoder
 
@@ -40,6 +41,9 @@ class HighMMTConfig:
     ff_dropout: float = 0.0
     head_norm: str = "layernorm"
     modality_embedding: bool = True
+    # Heterogeneity-aware parameter groups (see ``models/groups.py``); empty: everything shared.
+    unimodal_groups: dict[str, int] = field(default_factory=dict)
+    crossmodal_groups: dict[str, int] = field(default_factory=dict)
 
 
 PRESETS: dict[str, HighMMTConfig] = {
@@ -77,14 +81,22 @@ class HighMMT(MultitaskModel):
         layer = dict(ff_mult=cfg.ff_mult, attn_dropout=cfg.attn_dropout, ff_dropout=cfg.ff_dropout,
                      cross_dim_head=cfg.cross_dim_head, latent_dim_head=cfg.latent_dim_head,
                      latent_blocks=cfg.latent_blocks)
-        self.encoder = PerceiverEncoder(
-            self.standardizer.d_all, cfg.num_latents, cfg.latent_dim, cfg.depth,
-            cross_heads=cfg.cross_heads, latent_heads=cfg.latent_heads, **layer,
-        )
-        self.crossmodal = CrossmodalTransformer(
-            cfg.latent_dim, cfg.crossmodal_depth,
-            cross_heads=cfg.crossmodal_cross_heads, latent_heads=cfg.crossmodal_latent_heads, **layer,
-        )
+
+        def encoder() -> PerceiverEncoder:
+            return PerceiverEncoder(self.standardizer.d_all, cfg.num_latents, cfg.latent_dim, cfg.depth,
+                                    cross_heads=cfg.cross_heads, latent_heads=cfg.latent_heads, **layer)
+
+        def crossmodal() -> CrossmodalTransformer:
+            return CrossmodalTransformer(cfg.latent_dim, cfg.crossmodal_depth, cross_heads=cfg.crossmodal_cross_heads,
+                                         latent_heads=cfg.crossmodal_latent_heads, **layer)
+
+        # Group 0 keeps the shared modules' names, so ungrouped checkpoints load unchanged and a shared
+        # model's weights map onto every group for heterogeneity-aware fine-tuning.
+        k_uni = check_groups(cfg.unimodal_groups, unimodal_units(tasks), "unimodal_groups")
+        k_cross = check_groups(cfg.crossmodal_groups, crossmodal_units(tasks), "crossmodal_groups")
+        self.encoder, self.crossmodal = encoder(), crossmodal()
+        self.group_encoders = nn.ModuleList(encoder() for _ in range(k_uni - 1))
+        self.group_crossmodals = nn.ModuleList(crossmodal() for _ in range(k_cross - 1))
         self.heads = nn.ModuleDict({
             t.name: LinearHead(self.feature_dim(t), t.out_dim, cfg.head_norm) for t in tasks
         })
@@ -95,8 +107,14 @@ class HighMMT(MultitaskModel):
         m = len(task.modalities)
         return self.cfg.num_latents * self.cfg.latent_dim if m == 1 else m * (m - 1) * self.cfg.latent_dim
 
-    def encode(self, batch: dict[str, torch.Tensor], names: Sequence[str]) -> list[torch.Tensor]:
-        """Run the shared encoder over all ``names`` in one call (padded to a common length, masked)."""
+    def encoder_for(self, group: int) -> PerceiverEncoder:
+        return self.encoder if group == 0 else self.group_encoders[group - 1]
+
+    def crossmodal_for(self, group: int) -> CrossmodalTransformer:
+        return self.crossmodal if group == 0 else self.group_crossmodals[group - 1]
+
+    def encode(self, batch: dict[str, torch.Tensor], names: Sequence[str], group: int = 0) -> list[torch.Tensor]:
+        """Run one encoder over all ``names`` in one call (padded to a common length, masked)."""
         seqs = [self.standardizer(n, batch[n], batch.get(f"{n}_mask")) for n in names]
         lmax = max(t.shape[1] for t, _ in seqs)
         b = seqs[0][0].shape[0]
@@ -109,7 +127,7 @@ class HighMMT(MultitaskModel):
                                   (0, lmax - t.shape[1]), value=False)
                 for t, m in seqs
             ])
-        return list(self.encoder(tokens, mask).split(b))
+        return list(self.encoder_for(group)(tokens, mask).split(b))
 
     def features(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         """The representation fed to the task head: ``(B, feature_dim)``."""
@@ -117,15 +135,30 @@ class HighMMT(MultitaskModel):
         present = [m for m in t.modalities if m in batch]
         if not present:
             raise HighmodalError(f"task {task!r}: the batch holds none of its modalities {list(t.modalities)}")
-        encoded = dict(zip(present, self.encode(batch, present), strict=True))
-        # A missing modality is stood in for by the encoder's learned initial latent array: what the
+        uni = {m: self.cfg.unimodal_groups.get(f"{task}/{m}", 0) for m in t.modalities}
+        encoded = {}
+        for g in sorted({uni[m] for m in present}):  # one batched call per encoder group
+            names = [m for m in present if uni[m] == g]
+            encoded.update(zip(names, self.encode(batch, names, g), strict=True))
+        # A missing modality is stood in for by its encoder's learned initial latent array: what the
         # Perceiver holds before it has looked at any input. No extra parameters, and the head keeps
         # its width, so any non-empty subset of a task's modalities can be scored.
         b = encoded[present[0]].shape[0]
-        latents = [encoded[m] if m in encoded else self.encoder.latents.expand(b, -1, -1) for m in t.modalities]
+        latents = [encoded[m] if m in encoded else self.encoder_for(uni[m]).latents.expand(b, -1, -1)
+                   for m in t.modalities]
         if len(latents) == 1:
             return latents[0].flatten(1)
-        return self.crossmodal(latents)
+        if not self.group_crossmodals:
+            return self.crossmodal(latents)
+        pairs = ordered_pairs(len(latents))
+        mods = t.modalities
+        group = [self.cfg.crossmodal_groups.get(f"{task}/{mods[min(i, j)]}+{mods[max(i, j)]}", 0) for i, j in pairs]
+        out: list[torch.Tensor | None] = [None] * len(pairs)
+        for g in sorted(set(group)):  # one batched call per crossmodal group
+            idx = [k for k, gk in enumerate(group) if gk == g]
+            for k, y in zip(idx, self.crossmodal_for(g).pair_outputs(latents, [pairs[k] for k in idx]), strict=True):
+                out[k] = y
+        return torch.stack(out, 1).reshape(b, -1)
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         features = self.features(batch, task)  # validates the task name first

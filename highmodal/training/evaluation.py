@@ -10,6 +10,7 @@ import torch
 from highmodal.data.task import TaskSuite
 from highmodal.models.base import MultitaskModel
 from highmodal.training.batching import TaskTensors
+from highmodal.training.losses import LOSSES
 from highmodal.training.metrics import chance_metrics, compute_metrics, metric_names, skill
 
 
@@ -24,6 +25,17 @@ def predict_split(
         if "probs" in out:
             probs.append(out["probs"].cpu())
     return torch.cat(preds).numpy(), (torch.cat(probs).numpy() if probs else None)
+
+
+@torch.no_grad()
+def mean_loss(model: MultitaskModel, data: TaskTensors, batch_size: int) -> float:
+    """The training loss averaged over a split (the L* of HighMMT's transfer measures)."""
+    was_training = model.training
+    model.eval()
+    loss = LOSSES.get(data.task.target)
+    total = sum(float(loss(model(b, data.task.name), b["target"])) * len(b["target"]) for b in data.ordered(batch_size))
+    model.train(was_training)
+    return total / len(data)
 
 
 def evaluate_suite(

@@ -13,6 +13,7 @@ from highmodal.config import ExperimentConfig, to_mapping
 from highmodal.data.loaders import LoadContext, build_suite
 from highmodal.data.task import TaskSuite
 from highmodal.fileio import atomic_write_text
+from highmodal.models.groups import initialise_from
 from highmodal.models.registry import create_model
 from highmodal.training.checkpoint import RunDir, load, save_model
 from highmodal.training.evaluation import evaluate_suite
@@ -26,13 +27,14 @@ def suite_for(cfg: ExperimentConfig, config_dir: Path, data_root: Path | None) -
 def train_experiment(
     cfg: ExperimentConfig, out: Path, config_dir: Path, data_root: Path | None = None,
     overwrite: bool = False, progress: bool = True, log=print, suite: TaskSuite | None = None,
-    resume: bool = False,
+    resume: bool = False, init: Path | None = None,
 ) -> tuple[Path, dict, dict]:
     """Train and write the run directory; returns it, the saved model's test results, and a summary
     (best epoch, validation skill, train seconds, parameters).
 
     Test metrics are computed on the model *reloaded from disk*, exactly as ``highmodal evaluate``
-    does, so the two always agree. A prebuilt ``suite`` (e.g. subsampled) skips loading.
+    does, so the two always agree. A prebuilt ``suite`` (e.g. subsampled) skips loading. ``init``
+    starts from a trained run's weights (a grouped model takes the shared modules into every group).
     """
     run = RunDir(out, overwrite, resume)
     try:
@@ -42,6 +44,9 @@ def train_experiment(
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model.name, suite.specs, [td.task for td in suite],
                              preset=cfg.model.preset, **cfg.model.options).to(cfg.train.device)
+        if init is not None and not resume:
+            fresh = initialise_from(model, load(init), f"--init {init}")
+            log(f"initialised from {init}; {len(fresh)} tensors it lacks start fresh")
         params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model.name} ({cfg.model.preset}): {params:,} parameters, {len(suite)} tasks, "
             f"{len(suite.specs)} modalities")
@@ -53,6 +58,7 @@ def train_experiment(
         summary = Trainer(model, suite, cfg.train, cfg.seed, run.path, progress).fit(resume=resume)
         summary["train_seconds"] = time.perf_counter() - t0
         summary["params"] = params
+        summary["init"] = None if init is None else str(init)
         log(f"trained in {summary['train_seconds']:.1f} s; best epoch {summary['best_epoch']} "
             f"(validation skill {summary['best_val_score']:.4f})")
         save_model(run.path, model, cfg.model.name, cfg.model.preset)

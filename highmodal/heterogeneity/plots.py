@@ -1,0 +1,42 @@
+"""Heatmaps and dendrograms of heterogeneity matrices (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.cluster.hierarchy import dendrogram
+
+
+def heatmap(d: np.ndarray, measured: np.ndarray, units: list[str], title: str, path: Path) -> None:
+    """Distances coloured green (similar) to red (heterogeneous); a dot marks a measured entry
+    (both directions measured for a symmetric distance), the rest are completed."""
+    size = max(4.0, 0.42 * len(units) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(d, cmap="RdYlGn_r")
+    ax.set_xticks(range(len(units)), units, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(units)), units, fontsize=7)
+    both = measured & measured.T
+    ys, xs = np.nonzero(both & ~np.eye(len(units), dtype=bool))
+    ax.scatter(xs, ys, s=6, c="black", marker="o", label="both directions measured")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="d(i, j)")
+    if len(xs):
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def dendrogram_plot(z: np.ndarray, units: list[str], title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(units) + 2), 4))
+    dendrogram(z, labels=units, ax=ax, leaf_rotation=90, leaf_font_size=7, color_threshold=0)
+    ax.set_ylabel("average-linkage distance")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

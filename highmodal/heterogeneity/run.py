@@ -1,0 +1,131 @@
+"""``highmodal heterogeneity``: measure, complete and cluster the modality and interaction
+heterogeneity matrices of a suite, and write the parameter groups for grouped fine-tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from highmodal.bench.suite import SuiteConfig, cap_suite, load_suite_config
+from highmodal.data.task import TaskSuite
+from highmodal.errors import HighmodalError
+from highmodal.fileio import atomic_write_text
+from highmodal.heterogeneity.clustering import distance, groups, tree
+from highmodal.heterogeneity.completion import complete, holdout_error, sample_entries
+from highmodal.heterogeneity.config import HeterogeneityConfig
+from highmodal.heterogeneity.plots import dendrogram_plot, heatmap
+from highmodal.heterogeneity.transfer import Job, run_jobs, settings_for, unit_suite
+from highmodal.training.run import suite_for
+
+KINDS = {"unimodal": "k_unimodal", "crossmodal": "k_crossmodal"}
+
+
+def measure(units: TaskSuite, hcfg: HeterogeneityConfig, cfg: SuiteConfig, full: bool, progress: bool,
+            log) -> dict:
+    """One kind's matrix: M scratch runs, then the sampled (or all) directed transfer runs."""
+    names = [td.task.name for td in units]
+    m = len(names)
+    settings = settings_for(units, hcfg.preset, dict(cfg.model.options), cfg.train, hcfg.epochs, cfg.seed,
+                            hcfg.workers)
+    t0 = time.perf_counter()
+    scratch = run_jobs(settings, [Job(n) for n in names], hcfg.workers, "scratch runs", progress=progress)
+    loss = np.array([r[1] for r in scratch])
+    states = {r[0].target: r[2] for r in scratch}
+    rng = np.random.default_rng(cfg.seed)
+    budget = round(hcfg.entries_per_unit * m)
+    sampled = sample_entries(m, budget, rng)
+    entries = np.array([(i, j) for i in range(m) for j in range(m) if i != j]) if full else sampled
+    log(f"{m} units: {m} scratch runs + {len(entries)} of {m * (m - 1)} transfer entries")
+    jobs = [Job(names[j], names[i]) for i, j in entries]
+    transfers = run_jobs(settings, jobs, hcfg.workers, "transfer runs", states, progress)
+    seconds = time.perf_counter() - t0
+
+    raw = np.zeros((m, m))
+    measured = np.eye(m, dtype=bool)
+    for (i, j), r in zip(entries, transfers, strict=True):
+        raw[i, j] = r[1] - loss[j]
+        measured[i, j] = True
+    scale = loss[None, :] if hcfg.normalise == "relative" else np.ones((1, m))
+    t = raw / scale
+    filled = complete(t, measured, hcfg.rank)
+    d = distance(filled)
+    result = {
+        "units": names, "loss_scratch": dict(zip(names, loss.tolist(), strict=True)),
+        "measured": measured.tolist(), "transfer": filled.tolist(), "distance": d.tolist(),
+        "runs": m + len(entries), "entries_measured": len(entries), "entries_total": m * (m - 1),
+        "seconds": seconds, "run_seconds": sum(r[3] for r in scratch + transfers),
+        "holdout": holdout_error(t, measured, hcfg.holdout_frac, hcfg.rank, np.random.default_rng(cfg.seed + 1)),
+    }
+    if full:  # how well the O(M) sample would have done, scored on every entry it left out
+        known = np.eye(m, dtype=bool)
+        known[sampled[:, 0], sampled[:, 1]] = True
+        est = complete(t, known, hcfg.rank)
+        left = ~known
+        mean = t[known & ~np.eye(m, dtype=bool)].mean()
+        result["sampled_vs_full"] = {
+            "entries_sampled": len(sampled),
+            "rmse_completion": float(np.sqrt(np.mean((est[left] - t[left]) ** 2))),
+            "rmse_mean_predictor": float(np.sqrt(np.mean((mean - t[left]) ** 2))),
+            "sampled_run_seconds": float(sum(r[3] for r in scratch) + sum(
+                r[3] for (i, j), r in zip(entries, transfers, strict=True) if known[i, j])),
+        }
+    if m > 2:
+        result["linkage"] = tree(d, hcfg.linkage).tolist()
+    result["groups"] = {str(k): groups(d, k, hcfg.linkage) for k in range(1, m + 1)}
+    return result
+
+
+def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False, full: bool = False,
+             workers: int | None = None, overwrite: bool = False, progress: bool = True, command: str = "",
+             log=print) -> dict:
+    cfg, config_dir = load_suite_config(config)
+    hcfg = cfg.heterogeneity
+    if quick:
+        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
+        cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
+        hcfg = dataclasses.replace(hcfg, epochs=cfg.quick.epochs, max_train=cfg.quick.max_train,
+                                   max_eval=cfg.quick.max_eval, preset=cfg.quick.preset)
+    if workers is not None:
+        hcfg = dataclasses.replace(hcfg, workers=workers)
+    if out.exists() and not overwrite:
+        raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
+    suite = cap_suite(suite_for(cfg, config_dir, data_root), hcfg.max_train, hcfg.max_eval, cfg.seed)
+    t0 = time.perf_counter()
+    report: dict = {"command": command, "suite": cfg.name, "quick": quick, "full": full, "seed": cfg.seed,
+                    "settings": dataclasses.asdict(hcfg)}
+    chosen: dict[str, dict[str, int]] = {}
+    for kind, k_field in KINDS.items():
+        units = unit_suite(suite, kind)
+        if units is None:
+            report[kind] = {"skipped": f"fewer than two {kind} units in the suite"}
+            continue
+        log(f"{kind} heterogeneity")
+        res = measure(units, hcfg, cfg, full, progress, log)
+        k = min(getattr(hcfg, k_field), len(res["units"]))
+        res["k"] = k
+        chosen[f"{kind}_groups"] = dict(zip(res["units"], res["groups"][str(k)], strict=True))
+        report[kind] = res
+    report["seconds"] = time.perf_counter() - t0
+    write(report, chosen, out)
+    return report
+
+
+def write(report: dict, chosen: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for kind in KINDS:
+        res = report[kind]
+        if "skipped" in res:
+            continue
+        d, measured = np.array(res["distance"]), np.array(res["measured"])
+        title = (f"{kind} heterogeneity d(i, j): {res['entries_measured']} of {res['entries_total']} "
+                 "transfer entries measured")
+        heatmap(d, measured, res["units"], title, out / f"{kind}_heatmap.png")
+        if "linkage" in res:
+            dendrogram_plot(np.array(res["linkage"]), res["units"], f"{kind} units clustered by d",
+                            out / f"{kind}_dendrogram.png")
+    atomic_write_text(out / "heterogeneity.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "groups.json", json.dumps(chosen, indent=2))
