@@ -171,6 +171,20 @@ def cmd_heterogeneity(args) -> None:
           f"fine-tune with: highmodal train --config CONFIG --init RUN --groups {out / 'groups.json'}")
 
 
+def cmd_study(args) -> None:
+    from highmodal.heterogeneity.run import study
+
+    tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
+    out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{tag}"
+    rows = study(args.config, Path(args.heterogeneity), out, _data(args), args.command, args.quick, args.seeds,
+                 args.variants.split(",") if args.variants else None, args.overwrite, not args.no_progress,
+                 "highmodal " + " ".join(args.argv))
+    from highmodal.heterogeneity.compare import markdown
+
+    print(markdown(rows))
+    print(f"wrote {out / (args.command + '.json')}")
+
+
 def cmd_datasets(args) -> None:
     from highmodal.data.loaders import LOADERS, LoadContext
 
@@ -239,10 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, help="parallel transfer runs (default: heterogeneity.workers)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
+    for name, text in (("ablations", "grouped fine-tuning ablations (share none/unimodal/crossmodal/all, random and "
+                                      "feature-difference groups, no embeddings, no pre-training) over seeds"),
+                       ("pareto", "performance vs parameters over the number of heterogeneity-aware groups")):
+        sp = common(sub.add_parser(name, help=text))
+        sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
+        sp.add_argument("--heterogeneity", required=True, metavar="DIR", help="output of `highmodal heterogeneity`")
+        sp.add_argument("--out", help=f"output folder (default: runs/{name}-<name>)")
+        sp.add_argument("--seeds", type=int, help="seeds per variant (default: heterogeneity.seeds)")
+        sp.add_argument("--variants", help="comma-separated subset of the variants")
+        sp.add_argument("--quick", action="store_true", help="the suite's quick settings: a smoke test")
+        sp.add_argument("--overwrite", action="store_true")
+        sp.add_argument("--no-progress", action="store_true")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
     p.set_defaults(func=None)
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                     "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "datasets": cmd_datasets}.items():
+                     "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,
+                     "pareto": cmd_study, "datasets": cmd_datasets}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
 

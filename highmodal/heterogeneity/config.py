@@ -28,6 +28,11 @@ class HeterogeneityConfig:
     k_unimodal: int = 3
     k_crossmodal: int = 2
     workers: int = 2
+    # Grouped fine-tuning studies (ablations, Pareto): epochs after homogeneous pre-training (which
+    # uses the suite's train.epochs), seeds, and a per-task cap on training samples (None: all).
+    finetune_epochs: int = 3
+    seeds: int = 3
+    study_max_train: int | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -36,6 +41,8 @@ class HeterogeneityConfig:
             "rank": self.rank >= 1, "normalise": self.normalise in NORMALISATIONS,
             "linkage": self.linkage in ("average", "complete", "single", "weighted"),
             "k_unimodal": self.k_unimodal >= 1, "k_crossmodal": self.k_crossmodal >= 1, "workers": self.workers >= 1,
+            "finetune_epochs": self.finetune_epochs >= 1, "seeds": self.seeds >= 1,
+            "study_max_train": self.study_max_train is None or self.study_max_train >= 2,
         }
         for key, ok in checks.items():
             if not ok:

@@ -40,3 +40,19 @@ def dendrogram_plot(z: np.ndarray, units: list[str], title: str, path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def pareto_plot(rows: dict[str, dict], path: Path) -> None:
+    """Mean test skill (± std over seeds) against parameter count, one point per number of groups."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    params = [r["params"] for r in rows.values()]
+    ax.errorbar(params, [r["mean"] for r in rows.values()], yerr=[r["std"] for r in rows.values()], fmt="o-",
+                capsize=3)
+    for (name, r), x in zip(rows.items(), params, strict=True):
+        ax.annotate(name, (x, r["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("mean test skill (points)")
+    ax.set_title("performance vs parameters over the number of groups", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

@@ -12,12 +12,14 @@ import numpy as np
 
 from highmodal.bench.suite import SuiteConfig, cap_suite, load_suite_config
 from highmodal.data.task import TaskSuite
-from highmodal.errors import HighmodalError
+from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.clustering import distance, groups, tree
+from highmodal.heterogeneity.compare import ABLATIONS, compare, pareto_variants
+from highmodal.heterogeneity.compare import write as write_study
 from highmodal.heterogeneity.completion import complete, holdout_error, sample_entries
 from highmodal.heterogeneity.config import HeterogeneityConfig
-from highmodal.heterogeneity.plots import dendrogram_plot, heatmap
+from highmodal.heterogeneity.plots import dendrogram_plot, heatmap, pareto_plot
 from highmodal.heterogeneity.transfer import Job, run_jobs, settings_for, unit_suite
 from highmodal.training.run import suite_for
 
@@ -79,16 +81,26 @@ def measure(units: TaskSuite, hcfg: HeterogeneityConfig, cfg: SuiteConfig, full:
     return result
 
 
-def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False, full: bool = False,
-             workers: int | None = None, overwrite: bool = False, progress: bool = True, command: str = "",
-             log=print) -> dict:
+def load_config(config: str, quick: bool) -> tuple[SuiteConfig, Path, HeterogeneityConfig]:
+    """The suite config and its heterogeneity section; ``quick`` applies the suite's quick settings
+    (tasks, epochs, sample caps, preset) to transfer runs and grouped studies alike."""
     cfg, config_dir = load_suite_config(config)
     hcfg = cfg.heterogeneity
     if quick:
         keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
         cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
+        cfg.train.epochs = cfg.quick.epochs
+        cfg.model.preset = cfg.quick.preset
         hcfg = dataclasses.replace(hcfg, epochs=cfg.quick.epochs, max_train=cfg.quick.max_train,
-                                   max_eval=cfg.quick.max_eval, preset=cfg.quick.preset)
+                                   max_eval=cfg.quick.max_eval, preset=cfg.quick.preset,
+                                   finetune_epochs=cfg.quick.epochs, study_max_train=cfg.quick.max_train)
+    return cfg, config_dir, hcfg
+
+
+def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False, full: bool = False,
+             workers: int | None = None, overwrite: bool = False, progress: bool = True, command: str = "",
+             log=print) -> dict:
+    cfg, config_dir, hcfg = load_config(config, quick)
     if workers is not None:
         hcfg = dataclasses.replace(hcfg, workers=workers)
     if out.exists() and not overwrite:
@@ -129,3 +141,34 @@ def write(report: dict, chosen: dict, out: Path) -> None:
                             out / f"{kind}_dendrogram.png")
     atomic_write_text(out / "heterogeneity.json", json.dumps(report, indent=1))
     atomic_write_text(out / "groups.json", json.dumps(chosen, indent=2))
+
+
+def study(config: str, heterogeneity_dir: Path, out: Path, data_root: Path | None, which: str, quick: bool = False,
+          seeds: int | None = None, names: list[str] | None = None, overwrite: bool = False, progress: bool = True,
+          command: str = "", log=print) -> dict:
+    """``which`` = "ablations" (Table 5) or "pareto" (k sweep); results in ``out/<which>.json/.md``."""
+    cfg, config_dir, hcfg = load_config(config, quick)
+    path = heterogeneity_dir / "heterogeneity.json"
+    if not path.is_file():
+        raise HighmodalError(f"{path}: not found; run `highmodal heterogeneity` first")
+    report = json.loads(path.read_text())
+    if out.exists() and not overwrite:
+        raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
+    variants = ABLATIONS if which == "ablations" else pareto_variants(report)
+    if names:
+        known = {v.name for v in variants}
+        for n in names:
+            if n not in known:
+                raise HighmodalError(f"--variants: unknown variant {n!r}{did_you_mean(n, known)}; "
+                                     f"known: {', '.join(sorted(known))}")
+        variants = [v for v in variants if v.name in names]
+    suite = suite_for(cfg, config_dir, data_root)
+    if hcfg.study_max_train is not None:
+        suite = cap_suite(suite, hcfg.study_max_train, 10**9, cfg.seed)
+    default_k = {"unimodal": hcfg.k_unimodal, "crossmodal": hcfg.k_crossmodal}
+    rows = compare(cfg, config_dir, suite, report, variants, seeds or hcfg.seeds, hcfg.finetune_epochs, default_k,
+                   out, progress, log)
+    write_study(rows, out, which, command)
+    if which == "pareto":
+        pareto_plot(rows, out / "pareto.png")
+    return rows

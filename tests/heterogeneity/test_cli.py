@@ -65,3 +65,57 @@ def test_outputs_groups_and_plots(runs):
 def test_existing_output_is_kept(runs, cli):
     proc = cli("heterogeneity", "--config", "suite.yaml", "--quick", "--out", "full", cwd=runs["root"])
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+STUDY = {
+    "name": "demo-study", "seed": 0, "tasks": [DEMO_TASKS[i] for i in (0, 1, 4)], "model": {"preset": "tiny"},
+    "quick": {"tasks": [DEMO_TASKS[i]["name"] for i in (0, 1, 4)], "epochs": 1, "max_train": 96, "max_eval": 96,
+              "preset": "tiny"},
+    "heterogeneity": {"k_unimodal": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory):
+    from tests.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("study")
+    (root / "study.yaml").write_text(yaml.safe_dump(STUDY))
+    run_cli("heterogeneity", "--config", "study.yaml", "--quick", "--out", "het", "--workers", "1", "--no-progress",
+            cwd=root, check=True)
+    return root
+
+
+def test_ablations_train_each_grouping_from_the_shared_model(study_root, cli):
+    variants = "heterogeneity_aware,share_all,share_none,random_groups,feature_groups,no_pretraining"
+    cli("ablations", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "abl", "--seeds", "2",
+        "--variants", variants, "--no-progress", cwd=study_root, check=True)
+    rows = json.loads((study_root / "abl" / "ablations.json").read_text())["variants"]
+    assert list(rows) == variants.split(",")
+    assert all(r["seeds"] == 2 and len(r["skills"]) == 2 and np.isfinite(r["mean"]) for r in rows.values())
+    het = rows["heterogeneity_aware"]["groups"]["unimodal_groups"]
+    assert sorted(set(het.values())) == [0, 1]
+    # random groups keep the group sizes, hence the parameter count
+    assert sorted(rows["random_groups"]["groups"]["unimodal_groups"].values()) == sorted(het.values())
+    assert rows["random_groups"]["params"] == rows["heterogeneity_aware"]["params"] > rows["share_all"]["params"]
+    assert rows["share_none"]["params"] > rows["heterogeneity_aware"]["params"]
+    assert (study_root / "abl" / "seed1" / "shared-all" / "model.safetensors").is_file()
+    summary = json.loads((study_root / "abl" / "seed0" / "heterogeneity_aware" / "summary.json").read_text())
+    assert summary["init"].endswith("shared-all")
+    assert json.loads((study_root / "abl" / "seed0" / "no_pretraining" / "summary.json").read_text())["init"] is None
+
+
+def test_pareto_sweeps_group_counts(study_root, cli):
+    cli("pareto", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "par", "--seeds", "1",
+        "--no-progress", cwd=study_root, check=True)
+    rows = json.loads((study_root / "par" / "pareto.json").read_text())["variants"]
+    assert list(rows) == ["k_u=1,k_c=1", "k_u=2,k_c=1", "k_u=4,k_c=1"]  # 4 unimodal units, no pairs
+    params = [r["params"] for r in rows.values()]
+    assert params == sorted(params) and len(set(params)) == 3
+    assert (study_root / "par" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unknown_variant_is_named(study_root, cli):
+    proc = cli("ablations", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "x",
+               "--variants", "share_al", cwd=study_root)
+    assert proc.returncode == 2 and "did you mean 'share_all'" in proc.stderr and not (study_root / "x").exists()

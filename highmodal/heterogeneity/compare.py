@@ -1,0 +1,121 @@
+"""Grouped fine-tuning experiments: the ablation table (HighMMT Table 5) and the Pareto sweep over
+the number of parameter groups (Table 2, Figure 6), each over several seeds.
+
+Every seed trains one homogeneous model on the whole suite (HighMMT's multitask pre-training), then
+each variant fine-tunes its own grouping of that model for the same number of epochs; 'share_all'
+is fine-tuned too, so extra training never explains a difference. Variants that change what
+pre-training sees (no modality embeddings) pre-train their own homogeneous model; 'no_pretraining'
+trains the heterogeneity-aware grouping from scratch for pre-training + fine-tuning epochs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from highmodal.config import ExperimentConfig
+from highmodal.data.task import TaskSuite
+from highmodal.fileio import atomic_write_text
+from highmodal.heterogeneity.grouping import GROUPINGS, GroupingContext
+from highmodal.training.checkpoint import load
+from highmodal.training.evaluation import aggregate
+from highmodal.training.run import train_experiment
+
+
+@dataclass
+class Variant:
+    name: str
+    grouping: str
+    init: str = "shared"  # shared: fine-tune the homogeneous model; own: pre-train one with `options`; scratch
+    options: dict = field(default_factory=dict)
+    k: dict[str, int] | None = None  # group counts (default: the heterogeneity config's)
+
+
+ABLATIONS = [
+    Variant("heterogeneity_aware", "heterogeneity_aware"),
+    Variant("share_all", "share_all"),
+    Variant("share_none", "share_none"),
+    Variant("share_unimodal", "share_unimodal"),
+    Variant("share_crossmodal", "share_crossmodal"),
+    Variant("random_groups", "random_groups"),
+    Variant("feature_groups", "feature_groups"),
+    Variant("no_modality_embedding", "heterogeneity_aware", init="own", options={"modality_embedding": False}),
+    Variant("no_pretraining", "heterogeneity_aware", init="scratch"),
+]
+
+
+def pareto_variants(report: dict) -> list[Variant]:
+    """k = 1, 2, 4, … groups of each kind (capped at the number of units) up to all separate."""
+    sizes = {kind: len(report[kind]["units"]) if "units" in report[kind] else 1 for kind in ("unimodal", "crossmodal")}
+    ladder, t = [], 1
+    while True:
+        k = {kind: min(t, n) for kind, n in sizes.items()}
+        if k not in ladder:
+            ladder.append(k)
+        if all(k[kind] == n for kind, n in sizes.items()):
+            break
+        t *= 2
+    return [Variant(f"k_u={k['unimodal']},k_c={k['crossmodal']}", "heterogeneity_aware", k=k) for k in ladder]
+
+
+def _experiment(base: ExperimentConfig, name: str, seed: int, epochs: int, options: dict) -> ExperimentConfig:
+    cfg = copy.deepcopy(base)
+    cfg.name, cfg.seed = name, seed
+    cfg.model.options = {**cfg.model.options, **options}
+    cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
+    return cfg
+
+
+def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: dict, variants: list[Variant],
+            seeds: int, finetune_epochs: int, default_k: dict[str, int], out: Path, progress: bool = True,
+            log=print) -> dict:
+    """Train every variant for ``seeds`` seeds; ``{variant: {mean, std, seeds, params, skills, groups}}``
+    with skill in points (the suite's mean test skill × 100)."""
+    rows: dict[str, dict] = {v.name: {"skills": [], "params": None, "groups": None} for v in variants}
+    pretrain = base.train.epochs
+    for s in range(seeds):
+        seed = base.seed + s
+        root = out / f"seed{s}"
+        shared: dict[str, Path] = {}
+
+        for v in variants:
+            init = None
+            if v.init != "scratch":
+                tag, options = (v.name, v.options) if v.init == "own" else ("all", {})
+                if tag not in shared:
+                    log(f"seed {seed}: homogeneous pre-training ({tag})")
+                    exp = _experiment(base, f"shared-{tag}", seed, pretrain, options)
+                    shared[tag], _, _ = train_experiment(exp, root / f"shared-{tag}", config_dir, overwrite=True,
+                                                         progress=progress, log=log, suite=suite)
+                init = shared[tag]
+            ctx = GroupingContext(suite, report, v.k or default_k, seed, load(init) if init else None)
+            grouping = GROUPINGS.get(v.grouping)(ctx)
+            epochs = finetune_epochs if init else pretrain + finetune_epochs
+            log(f"seed {seed}: {v.name}")
+            exp = _experiment(base, v.name, seed, epochs, {**v.options, **grouping})
+            _, results, summary = train_experiment(exp, root / v.name, config_dir, overwrite=True, progress=progress,
+                                                   log=log, suite=suite, init=init)
+            rows[v.name]["skills"].append(100 * aggregate(results))
+            rows[v.name]["params"] = summary["params"]
+            rows[v.name]["groups"] = grouping
+    for row in rows.values():
+        row.update(mean=float(np.mean(row["skills"])), std=float(np.std(row["skills"])), seeds=len(row["skills"]))
+    return rows
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    lines = ["| variant | mean skill (points) | std | seeds | parameters |", "|---|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['mean']:.2f} | {r['std']:.2f} | {r['seeds']} | {r['params']:,} |")
+    return "\n".join(lines)
+
+
+def write(rows: dict[str, dict], out: Path, stem: str, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{stem}.json", json.dumps({"command": command, "variants": rows}, indent=1))
+    atomic_write_text(out / f"{stem}.md", f"`{command}`\n\n{markdown(rows)}\n")
