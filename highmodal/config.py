@@ -142,6 +142,10 @@ class TrainConfig:
     grad_accum: int = 1  # run each batch as this many micro-batches, one backward each: same update, less memory
     memory_guard: bool = True  # estimate a step's memory before training and refuse one that cannot fit
     memory_budget_gb: float | None = None  # the guard's budget; None: what the OS (or GPU) reports free
+    # Transfer (HighMMT Appendix B.7/B.8): the model holds every task's modality codes and head, but only
+    # ``only_tasks`` are trained (None: all), and the best epoch is picked on ``select_on`` (None: trained ones).
+    only_tasks: list[str] | None = None
+    select_on: list[str] | None = None
 
     def __post_init__(self) -> None:
         checks = {

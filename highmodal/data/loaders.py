@@ -50,6 +50,7 @@ class TaskEntry:
     weight: float = 1.0
     batch_size: int | None = None
     metric: str | None = None
+    shots: int | None = None  # few-shot: keep k labelled training samples per class (regression: k in all)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def load_task(entry: dict[str, Any], ctx: LoadContext, where: str) -> TaskData:
     if common.metric is not None:  # the entry's choice beats the loader's default
         td = replace(td, task=replace(td.task, metric=common.metric))
     metric_names(td.task)  # validates the metric for this target kind
+    if common.shots is not None:
+        td = few_shot(td, common.shots, ctx.seed, where)
     td.check()
     if not td.task.is_classification:
         y = td.splits["train"].y
@@ -114,6 +117,21 @@ def load_task(entry: dict[str, Any], ctx: LoadContext, where: str) -> TaskData:
         td = replace(td, task=replace(td.task, target_mean=tuple(map(float, y.mean(axis=0))),
                                       target_std=tuple(map(float, std))))
     return td
+
+
+def few_shot(td: TaskData, k: int, seed: int, where: str) -> TaskData:
+    """Keep ``k`` training samples per class (HighMMT Appendix B.8), chosen with ``seed``; validation
+    and test stay whole. Input normalisation statistics were fit on the full training inputs
+    (labels unused), as a few-shot user with unlabelled data would."""
+    if k < 1:
+        raise HighmodalError(f"{where}.shots: expected k >= 1, got {k}")
+    train = td.splits["train"]
+    rng = np.random.default_rng(seed)
+    if td.task.is_classification:
+        keep = np.concatenate([rng.permutation(np.flatnonzero(train.y == c))[:k] for c in np.unique(train.y)])
+    else:
+        keep = rng.permutation(len(train))[:k]
+    return replace(td, splits={**td.splits, "train": train.subset(np.sort(keep))})
 
 
 def build_suite(entries: list[dict[str, Any]], ctx: LoadContext, where: str = "tasks") -> TaskSuite:

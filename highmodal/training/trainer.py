@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from highmodal.config import TrainConfig
 from highmodal.data.task import TaskSuite
+from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.models.base import MultitaskModel
 from highmodal.training.batching import TaskTensors, micro_batches
 from highmodal.training.evaluation import aggregate, evaluate_suite
@@ -44,9 +45,21 @@ class Trainer:
         self.model, self.suite, self.cfg, self.seed = model, suite, cfg, seed
         self.run_dir, self.progress = run_dir, progress
         self.device = torch.device(cfg.device)
-        self.train_data = {td.task.name: TaskTensors(td.task, td.splits["train"], self.device) for td in suite}
-        self.val_data = {td.task.name: TaskTensors(td.task, td.splits["val"], self.device) for td in suite}
-        self.batch_sizes = {td.task.name: td.task.batch_size or cfg.batch_size for td in suite}
+        names = [td.task.name for td in suite]
+        for key in ("only_tasks", "select_on"):
+            for n in getattr(cfg, key) or ():
+                if n not in names:
+                    raise HighmodalError(f"train.{key}: unknown task {n!r}{did_you_mean(n, names)}; "
+                                         f"tasks: {', '.join(names)}")
+        trained = [td for td in suite if cfg.only_tasks is None or td.task.name in cfg.only_tasks]
+        if not trained:
+            raise HighmodalError("train.only_tasks: lists no task; name at least one task to train")
+        self.select = set(cfg.select_on or [td.task.name for td in trained])
+        watched = self.select | {td.task.name for td in trained}
+        self.val_suite = TaskSuite([td for td in suite if td.task.name in watched])
+        self.train_data = {td.task.name: TaskTensors(td.task, td.splits["train"], self.device) for td in trained}
+        self.val_data = {td.task.name: TaskTensors(td.task, td.splits["val"], self.device) for td in self.val_suite}
+        self.batch_sizes = {td.task.name: td.task.batch_size or cfg.batch_size for td in trained}
         self.num_batches = {n: d.num_batches(self.batch_sizes[n]) for n, d in self.train_data.items()}
         self.schedule = staggered_schedule(self.num_batches)
         self.total_steps = cfg.epochs * len(self.schedule)
@@ -158,9 +171,9 @@ class Trainer:
                 train_loss = {n: float(p.sums.get(n, 0.0)) / self.num_batches[n] for n in self.train_data}
                 self.model.eval()
                 with oom_as_error(f"validation after epoch {p.epoch}", "lower train.eval_batch_size"):
-                    val = evaluate_suite(self.model, self.suite, "val", self.cfg.eval_batch_size,
+                    val = evaluate_suite(self.model, self.val_suite, "val", self.cfg.eval_batch_size,
                                          tensors=self.val_data)
-                score = aggregate(val)
+                score = aggregate({n: r for n, r in val.items() if n in self.select})
                 if best_state is None or score > p.best_score:  # NaN never wins, but epoch 1 always counts
                     best_state = copy.deepcopy(self.model.state_dict())
                     p.best_score, p.best_epoch = score, p.epoch
