@@ -6,15 +6,17 @@ import dataclasses
 
 from highmodal.errors import HighmodalError
 
-NORMALISATIONS = ("relative", "none")
+NORMALISATIONS = ("chance", "relative", "none")
 
 
 @dataclasses.dataclass
 class HeterogeneityConfig:
-    """``normalise``: the paper says only that transfer differences are compared across tasks, whose
-    losses differ in scale (cross-entropy over 2 vs 26 classes, MSE); ``relative`` divides
-    T(i→j) by L*_j so an entry reads "fractional loss increase from transferring", ``none`` keeps
-    raw loss differences. ``entries_per_unit`` sets the O(M) sampling budget."""
+    """``normalise``: the paper compares transfer differences across tasks whose losses differ in
+    scale (cross-entropy over 2 vs 26 classes, MSE) without saying how it reconciles them. ``chance``
+    divides T(i→j) by target j's input-blind loss (label prior / training mean), so an entry reads
+    "fraction of the learnable loss lost by transferring"; ``relative`` divides by L*_j, which
+    explodes for nearly solved targets; ``none`` keeps raw differences. ``entries_per_unit`` sets
+    the O(M) sampling budget."""
 
     epochs: int = 4
     max_train: int = 1024
@@ -23,7 +25,7 @@ class HeterogeneityConfig:
     entries_per_unit: float = 3.0
     holdout_frac: float = 0.25
     rank: int = 3
-    normalise: str = "relative"
+    normalise: str = "chance"
     linkage: str = "average"
     k_unimodal: int = 3
     k_crossmodal: int = 2

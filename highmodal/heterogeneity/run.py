@@ -20,7 +20,7 @@ from highmodal.heterogeneity.compare import write as write_study
 from highmodal.heterogeneity.completion import complete, holdout_error, sample_entries
 from highmodal.heterogeneity.config import HeterogeneityConfig
 from highmodal.heterogeneity.plots import dendrogram_plot, heatmap, pareto_plot
-from highmodal.heterogeneity.transfer import Job, run_jobs, settings_for, unit_suite
+from highmodal.heterogeneity.transfer import Job, chance_loss, run_jobs, settings_for, unit_suite
 from highmodal.training.run import suite_for
 
 KINDS = {"unimodal": "k_unimodal", "crossmodal": "k_crossmodal"}
@@ -51,13 +51,14 @@ def measure(units: TaskSuite, hcfg: HeterogeneityConfig, cfg: SuiteConfig, full:
     for (i, j), r in zip(entries, transfers, strict=True):
         raw[i, j] = r[1] - loss[j]
         measured[i, j] = True
-    scale = loss[None, :] if hcfg.normalise == "relative" else np.ones((1, m))
-    t = raw / scale
+    scale = {"chance": np.array([chance_loss(td) for td in units]), "relative": loss, "none": np.ones(m)}
+    t = raw / scale[hcfg.normalise][None, :]
     filled = complete(t, measured, hcfg.rank)
     d = distance(filled)
     result = {
         "units": names, "loss_scratch": dict(zip(names, loss.tolist(), strict=True)),
-        "measured": measured.tolist(), "transfer": filled.tolist(), "distance": d.tolist(),
+        "measured": measured.tolist(), "transfer_raw": raw.tolist(), "transfer": filled.tolist(),
+        "distance": d.tolist(),
         "runs": m + len(entries), "entries_measured": len(entries), "entries_total": m * (m - 1),
         "seconds": seconds, "run_seconds": sum(r[3] for r in scratch + transfers),
         "holdout": holdout_error(t, measured, hcfg.holdout_frac, hcfg.rank, np.random.default_rng(cfg.seed + 1)),

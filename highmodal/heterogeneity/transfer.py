@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from itertools import combinations
 from multiprocessing import get_context
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -42,6 +43,18 @@ def unit_suite(suite: TaskSuite, kind: str) -> TaskSuite | None:
                       for s, d in td.splits.items()}
             units.append(TaskData(replace(t, name=name, modalities=mods, weight=1.0), td.specs, splits, td.source))
     return TaskSuite(units) if len(units) > 1 else None
+
+
+def chance_loss(td: TaskData) -> float:
+    """Validation loss of the best input-blind predictor fitted on training labels: cross-entropy of
+    the training class frequencies, or MSE of the training mean on standardised targets."""
+    y_train, y_val = td.splits["train"].y, td.splits["val"].y
+    if td.task.is_classification:
+        prior = np.bincount(y_train, minlength=td.task.out_dim) + 1.0  # add-one: unseen classes stay finite
+        prior /= prior.sum()
+        return float(-np.log(prior[y_val]).mean())
+    std = np.asarray(td.task.target_std if td.task.target_std is not None else y_train.std(0))
+    return float((((y_val - y_train.mean(0)) / std) ** 2).mean())
 
 
 @dataclass
