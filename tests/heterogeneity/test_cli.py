@@ -86,10 +86,20 @@ def study_root(tmp_path_factory):
     return root
 
 
-def test_ablations_train_each_grouping_from_the_shared_model(study_root, cli):
-    variants = "heterogeneity_aware,share_all,share_none,random_groups,feature_groups,no_pretraining"
-    cli("ablations", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "abl", "--seeds", "2",
-        "--variants", variants, "--no-progress", cwd=study_root, check=True)
+VARIANTS = "heterogeneity_aware,share_all,share_none,random_groups,feature_groups,no_pretraining"
+
+
+@pytest.fixture(scope="module")
+def ablations(study_root):
+    from tests.conftest import run_cli
+
+    run_cli("ablations", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "abl", "--seeds",
+            "2", "--variants", VARIANTS, "--no-progress", cwd=study_root, check=True)
+    return study_root / "abl"
+
+
+def test_ablations_train_each_grouping_from_the_shared_model(study_root, ablations):
+    variants = VARIANTS
     rows = json.loads((study_root / "abl" / "ablations.json").read_text())["variants"]
     assert list(rows) == variants.split(",")
     assert all(r["seeds"] == 2 and len(r["skills"]) == 2 and np.isfinite(r["mean"]) for r in rows.values())
@@ -119,3 +129,17 @@ def test_unknown_variant_is_named(study_root, cli):
     proc = cli("ablations", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "x",
                "--variants", "share_al", cwd=study_root)
     assert proc.returncode == 2 and "did you mean 'share_all'" in proc.stderr and not (study_root / "x").exists()
+
+
+def test_docs_json_has_the_documented_schema(runs, ablations, tmp_path):
+    from highmodal.heterogeneity.report import build
+
+    doc = build(runs["root"] / "sampled", runs["root"] / "full", ablations, None, tmp_path)
+    on_disk = json.loads((tmp_path / "heterogeneity.json").read_text())
+    assert on_disk["command"].startswith("highmodal ablations") and doc["command"] == on_disk["command"]
+    for name in ("heterogeneity_aware", "share_all", "share_none", "random_groups"):
+        assert set(on_disk["ablations"][name]) == {"mean", "std", "seeds", "params"}
+    cost = on_disk["matrix_cost"]
+    assert (cost["entries_measured"], cost["entries_total"]) == (21, 42)
+    assert cost["full_s"] > 0 and cost["sampled_s"] > 0 and cost["runs_sampled"] < cost["runs_full"]
+    assert (tmp_path / "heterogeneity" / "full_unimodal_heatmap.png").is_file()
