@@ -21,6 +21,7 @@ from highmodal.heterogeneity.completion import complete, holdout_error, sample_e
 from highmodal.heterogeneity.config import HeterogeneityConfig
 from highmodal.heterogeneity.plots import dendrogram_plot, heatmap, pareto_plot
 from highmodal.heterogeneity.transfer import Job, chance_loss, run_jobs, settings_for, unit_suite
+from highmodal.models.registry import create_model
 from highmodal.training.run import suite_for
 
 KINDS = {"unimodal": "k_unimodal", "crossmodal": "k_crossmodal"}
@@ -98,9 +99,28 @@ def load_config(config: str, quick: bool) -> tuple[SuiteConfig, Path, Heterogene
     return cfg, config_dir, hcfg
 
 
+def budget_groups(cfg: SuiteConfig, suite: TaskSuite, sizes: dict[str, int], budget: int) -> dict[str, int]:
+    """The (k_unimodal, k_crossmodal) with the most groups whose grouped suite model has at most
+    ``budget`` parameters; ties go to more crossmodal groups (the paper finds more interaction than
+    modality heterogeneity), then to fewer parameters."""
+    model = create_model(cfg.model.name, suite.specs, [td.task for td in suite], preset=cfg.model.preset,
+                         **cfg.model.options)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    base, enc, cross = count(model), count(model.encoder), count(model.crossmodal)
+    options = [(ku + kc, kc, -(base + (ku - 1) * enc + (kc - 1) * cross), ku)
+               for ku in range(1, sizes["unimodal"] + 1) for kc in range(1, sizes["crossmodal"] + 1)
+               if base + (ku - 1) * enc + (kc - 1) * cross <= budget]
+    if not options:
+        raise HighmodalError(f"--param-budget {budget:,}: below the shared model's {base:,} parameters")
+    _, kc, _, ku = max(options)
+    return {"unimodal": ku, "crossmodal": kc}
+
+
 def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False, full: bool = False,
              workers: int | None = None, overwrite: bool = False, progress: bool = True, command: str = "",
-             log=print) -> dict:
+             log=print, param_budget: int | None = None) -> dict:
+    """Measure both kinds, then pick the group counts: the config's ``k_unimodal``/``k_crossmodal``,
+    or the most groups whose grouped model fits ``param_budget`` parameters."""
     cfg, config_dir, hcfg = load_config(config, quick)
     if workers is not None:
         hcfg = dataclasses.replace(hcfg, workers=workers)
@@ -111,17 +131,21 @@ def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False
     report: dict = {"command": command, "suite": cfg.name, "quick": quick, "full": full, "seed": cfg.seed,
                     "settings": dataclasses.asdict(hcfg)}
     chosen: dict[str, dict[str, int]] = {}
-    for kind, k_field in KINDS.items():
+    for kind in KINDS:
         units = unit_suite(suite, kind)
         if units is None:
             report[kind] = {"skipped": f"fewer than two {kind} units in the suite"}
             continue
         log(f"{kind} heterogeneity")
-        res = measure(units, hcfg, cfg, full, progress, log)
-        k = min(getattr(hcfg, k_field), len(res["units"]))
-        res["k"] = k
-        chosen[f"{kind}_groups"] = dict(zip(res["units"], res["groups"][str(k)], strict=True))
-        report[kind] = res
+        report[kind] = measure(units, hcfg, cfg, full, progress, log)
+    sizes = {kind: len(report[kind].get("units", [None])) for kind in KINDS}
+    ks = ({kind: min(getattr(hcfg, field), sizes[kind]) for kind, field in KINDS.items()} if param_budget is None
+          else budget_groups(cfg, suite, sizes, param_budget))
+    for kind in KINDS:
+        if "units" in report[kind]:
+            report[kind]["k"] = ks[kind]
+            chosen[f"{kind}_groups"] = dict(zip(report[kind]["units"], report[kind]["groups"][str(ks[kind])],
+                                                strict=True))
     report["seconds"] = time.perf_counter() - t0
     write(report, chosen, out)
     return report
