@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import run_cli
+
 DEMO_TASKS = [
     {"name": "digits", "source": "sklearn_digits"},
     {"name": "basic_motions", "source": "basic_motions", "batch_size": 8},
@@ -23,15 +25,19 @@ SUITE = {
 }
 
 
+def prepared(factory, config: dict, *commands: list[str]):
+    """A folder holding ``config`` as suite.yaml, after running each CLI command in it."""
+    root = factory.mktemp(config["name"])
+    (root / "suite.yaml").write_text(yaml.safe_dump(config))
+    for args in commands:
+        run_cli(*args, "--no-progress", cwd=root, check=True)
+    return root
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from tests.conftest import run_cli
-
-    root = tmp_path_factory.mktemp("het")
-    (root / "suite.yaml").write_text(yaml.safe_dump(SUITE))
-    for name, extra in (("full", ["--full"]), ("sampled", [])):
-        run_cli("heterogeneity", "--config", "suite.yaml", "--quick", "--out", name, "--no-progress", *extra,
-                cwd=root, check=True)
+    het = ["heterogeneity", "--config", "suite.yaml", "--quick", "--out"]
+    root = prepared(tmp_path_factory, SUITE, [*het, "full", "--full"], [*het, "sampled"])
     return {n: json.loads((root / n / "heterogeneity.json").read_text()) for n in ("full", "sampled")} | {"root": root}
 
 
@@ -77,13 +83,8 @@ STUDY = {
 
 @pytest.fixture(scope="module")
 def study_root(tmp_path_factory):
-    from tests.conftest import run_cli
-
-    root = tmp_path_factory.mktemp("study")
-    (root / "study.yaml").write_text(yaml.safe_dump(STUDY))
-    run_cli("heterogeneity", "--config", "study.yaml", "--quick", "--out", "het", "--workers", "1", "--no-progress",
-            cwd=root, check=True)
-    return root
+    return prepared(tmp_path_factory, STUDY,
+                    ["heterogeneity", "--config", "suite.yaml", "--quick", "--out", "het", "--workers", "1"])
 
 
 VARIANTS = "heterogeneity_aware,share_all,share_none,random_groups,feature_groups,no_pretraining"
@@ -91,9 +92,7 @@ VARIANTS = "heterogeneity_aware,share_all,share_none,random_groups,feature_group
 
 @pytest.fixture(scope="module")
 def ablations(study_root):
-    from tests.conftest import run_cli
-
-    run_cli("ablations", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "abl", "--seeds",
+    run_cli("ablations", "--config", "suite.yaml", "--quick", "--heterogeneity", "het", "--out", "abl", "--seeds",
             "2", "--variants", VARIANTS, "--no-progress", cwd=study_root, check=True)
     return study_root / "abl"
 
@@ -116,7 +115,7 @@ def test_ablations_train_each_grouping_from_the_shared_model(study_root, ablatio
 
 
 def test_pareto_sweeps_group_counts(study_root, cli):
-    cli("pareto", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "par", "--seeds", "1",
+    cli("pareto", "--config", "suite.yaml", "--quick", "--heterogeneity", "het", "--out", "par", "--seeds", "1",
         "--no-progress", cwd=study_root, check=True)
     rows = json.loads((study_root / "par" / "pareto.json").read_text())["variants"]
     assert list(rows) == ["k_u=1,k_c=1", "k_u=2,k_c=1", "k_u=4,k_c=1"]  # 4 unimodal units, no pairs
@@ -126,7 +125,7 @@ def test_pareto_sweeps_group_counts(study_root, cli):
 
 
 def test_unknown_variant_is_named(study_root, cli):
-    proc = cli("ablations", "--config", "study.yaml", "--quick", "--heterogeneity", "het", "--out", "x",
+    proc = cli("ablations", "--config", "suite.yaml", "--quick", "--heterogeneity", "het", "--out", "x",
                "--variants", "share_al", cwd=study_root)
     assert proc.returncode == 2 and "did you mean 'share_all'" in proc.stderr and not (study_root / "x").exists()
 
