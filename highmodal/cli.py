@@ -157,7 +157,8 @@ def cmd_heterogeneity(args) -> None:
     tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"heterogeneity-{tag}"
     report = quantify(args.config, out, _data(args), args.quick, args.full, args.workers, args.overwrite,
-                      not args.no_progress, "highmodal " + " ".join(args.argv), param_budget=args.param_budget)
+                      not args.no_progress, "highmodal " + " ".join(args.argv), param_budget=args.param_budget,
+                      reanalyse=Path(args.reanalyse) if args.reanalyse else None)
     for kind in ("unimodal", "crossmodal"):
         r = report[kind]
         if "skipped" in r:
@@ -251,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--full", action="store_true", help="measure every entry (O(M^2) runs) instead of an O(M) sample")
     sp.add_argument("--quick", action="store_true", help="the suite's quick settings: a smoke test")
     sp.add_argument("--workers", type=int, help="parallel transfer runs (default: heterogeneity.workers)")
+    sp.add_argument("--reanalyse", metavar="DIR", help="reuse the transfer measurements of an earlier output "
+                    "folder: redo normalisation, completion and clustering with the current settings, no training")
     sp.add_argument("--param-budget", type=int, help="choose the group counts: the most groups whose model has "
                     "at most this many parameters (default: heterogeneity.k_unimodal / k_crossmodal)")
     sp.add_argument("--overwrite", action="store_true")

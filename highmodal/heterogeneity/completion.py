@@ -24,15 +24,41 @@ def sample_entries(m: int, budget: int, rng: np.random.Generator) -> np.ndarray:
     return np.array(sorted(chosen), dtype=int).reshape(-1, 2)
 
 
-def complete(values: np.ndarray, known: np.ndarray, rank: int = 3, reg: float = 0.1, iters: int = 100,
+REG_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+def choose_reg(values: np.ndarray, known: np.ndarray, rank: int, folds: int = 5, seed: int = 0) -> float:
+    """The ridge strength with the lowest ``folds``-fold cross-validated error on the known
+    off-diagonal entries: few entries per row call for strong shrinkage towards the mean."""
+    idx = np.argwhere(known & ~np.eye(*known.shape, dtype=bool))
+    if len(idx) < 2 * folds:
+        return REG_GRID[-1]
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(idx)), folds)
+    errors = []
+    for reg in REG_GRID:
+        sse = 0.0
+        for part in parts:
+            out = idx[part]
+            fit = known.copy()
+            fit[out[:, 0], out[:, 1]] = False
+            filled = complete(values, fit, rank, reg)
+            sse += float(((filled[out[:, 0], out[:, 1]] - values[out[:, 0], out[:, 1]]) ** 2).sum())
+        errors.append(sse)
+    return REG_GRID[int(np.argmin(errors))]
+
+
+def complete(values: np.ndarray, known: np.ndarray, rank: int = 3, reg: float | None = None, iters: int = 60,
              seed: int = 0) -> np.ndarray:
     """Fill the unknown entries of ``values`` (``known``: boolean mask; the diagonal is left as is).
 
     The model is ``T_ij ≈ μ + a_i + b_j + U_i·V_j`` of rank ≤ ``rank``: a row term (how well source i
     transfers anywhere) and a column term (how hard target j is to reach) take two of the rank's
     components, since they are the dominant structure of measured transfer matrices, and
-    ``rank - 2`` free factors model the rest. Ridge ``reg`` keeps the few-observation fit stable.
+    ``rank - 2`` free factors model the rest. Ridge ``reg`` (None: chosen by cross-validation on the
+    known entries) shrinks every term towards the mean, which few observations per row need.
     """
+    if reg is None:
+        reg = choose_reg(values, known, rank, seed=seed)
     m, n = values.shape
     off = known & ~np.eye(m, n, dtype=bool)
     mu = float(values[off].mean()) if off.any() else 0.0
@@ -55,7 +81,7 @@ def complete(values: np.ndarray, known: np.ndarray, rank: int = 3, reg: float = 
 
 
 def holdout_error(values: np.ndarray, measured: np.ndarray, frac: float, rank: int, rng: np.random.Generator,
-                  repeats: int = 20) -> dict:
+                  repeats: int = 10) -> dict:
     """Hold ``frac`` of the measured off-diagonal entries out of the fit and score their completion
     against the mean predictor (the mean of the entries that were fitted); RMSEs are averaged over
     ``repeats`` random hold-outs, since one split of a few dozen entries is noisy."""

@@ -29,7 +29,7 @@ KINDS = {"unimodal": "k_unimodal", "crossmodal": "k_crossmodal"}
 
 def measure(units: TaskSuite, hcfg: HeterogeneityConfig, cfg: SuiteConfig, full: bool, progress: bool,
             log) -> dict:
-    """One kind's matrix: M scratch runs, then the sampled (or all) directed transfer runs."""
+    """One kind's measurements: M scratch runs, then the sampled (or all) directed transfer runs."""
     names = [td.task.name for td in units]
     m = len(names)
     settings = settings_for(units, hcfg.preset, dict(cfg.model.options), cfg.train, hcfg.epochs, cfg.seed,
@@ -49,22 +49,36 @@ def measure(units: TaskSuite, hcfg: HeterogeneityConfig, cfg: SuiteConfig, full:
 
     raw = np.zeros((m, m))
     measured = np.eye(m, dtype=bool)
+    entry_seconds = np.zeros((m, m))
     for (i, j), r in zip(entries, transfers, strict=True):
         raw[i, j] = r[1] - loss[j]
         measured[i, j] = True
-    scale = {"chance": np.array([chance_loss(td) for td in units]), "relative": loss, "none": np.ones(m)}
-    t = raw / scale[hcfg.normalise][None, :]
+        entry_seconds[i, j] = r[3]
+    return {
+        "units": names, "loss_scratch": dict(zip(names, loss.tolist(), strict=True)),
+        "chance_loss": dict(zip(names, (chance_loss(td) for td in units), strict=True)),
+        "measured": measured.tolist(), "transfer_raw": raw.tolist(),
+        "runs": m + len(entries), "entries_measured": len(entries), "entries_total": m * (m - 1),
+        "seconds": seconds, "scratch_seconds": [r[3] for r in scratch], "entry_seconds": entry_seconds.tolist(),
+        "run_seconds": sum(r[3] for r in scratch + transfers),
+    }
+
+
+def analyse(meas: dict, hcfg: HeterogeneityConfig, seed: int) -> dict:
+    """Normalise, complete, check the completion on held-out entries, cluster. Needs only the
+    measurements, so ``--reanalyse`` can revisit these choices without training anything."""
+    names = meas["units"]
+    m = len(names)
+    loss = np.array([meas["loss_scratch"][n] for n in names])
+    scale = {"chance": np.array([meas["chance_loss"][n] for n in names]), "relative": loss, "none": np.ones(m)}
+    t = np.array(meas["transfer_raw"]) / scale[hcfg.normalise][None, :]
+    measured = np.array(meas["measured"])
     filled = complete(t, measured, hcfg.rank)
     d = distance(filled)
-    result = {
-        "units": names, "loss_scratch": dict(zip(names, loss.tolist(), strict=True)),
-        "measured": measured.tolist(), "transfer_raw": raw.tolist(), "transfer": filled.tolist(),
-        "distance": d.tolist(),
-        "runs": m + len(entries), "entries_measured": len(entries), "entries_total": m * (m - 1),
-        "seconds": seconds, "run_seconds": sum(r[3] for r in scratch + transfers),
-        "holdout": holdout_error(t, measured, hcfg.holdout_frac, hcfg.rank, np.random.default_rng(cfg.seed + 1)),
-    }
-    if full:  # how well the O(M) sample would have done, scored on every entry it left out
+    result = {**meas, "transfer": filled.tolist(), "distance": d.tolist(),
+              "holdout": holdout_error(t, measured, hcfg.holdout_frac, hcfg.rank, np.random.default_rng(seed + 1))}
+    sampled = sample_entries(m, round(hcfg.entries_per_unit * m), np.random.default_rng(seed))
+    if measured.all() and len(sampled) < m * (m - 1):  # how well the O(M) sample would have done on the rest
         known = np.eye(m, dtype=bool)
         known[sampled[:, 0], sampled[:, 1]] = True
         est = complete(t, known, hcfg.rank)
@@ -74,9 +88,10 @@ def measure(units: TaskSuite, hcfg: HeterogeneityConfig, cfg: SuiteConfig, full:
             "entries_sampled": len(sampled),
             "rmse_completion": float(np.sqrt(np.mean((est[left] - t[left]) ** 2))),
             "rmse_mean_predictor": float(np.sqrt(np.mean((mean - t[left]) ** 2))),
-            "sampled_run_seconds": float(sum(r[3] for r in scratch) + sum(
-                r[3] for (i, j), r in zip(entries, transfers, strict=True) if known[i, j])),
         }
+        if "entry_seconds" in meas:
+            result["sampled_vs_full"]["sampled_run_seconds"] = float(
+                sum(meas["scratch_seconds"]) + np.array(meas["entry_seconds"])[known].sum())
     if m > 2:
         result["linkage"] = tree(d, hcfg.linkage).tolist()
     result["groups"] = {str(k): groups(d, k, hcfg.linkage) for k in range(1, m + 1)}
@@ -99,6 +114,30 @@ def load_config(config: str, quick: bool) -> tuple[SuiteConfig, Path, Heterogene
     return cfg, config_dir, hcfg
 
 
+def _read(folder: Path) -> dict:
+    path = folder / "heterogeneity.json"
+    if not path.is_file():
+        raise HighmodalError(f"{path}: not found; run `highmodal heterogeneity` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HighmodalError(f"{path}: not valid JSON ({e})") from None
+
+
+def _read_measurements(folder: Path, kind: str, suite_units: TaskSuite) -> dict:
+    """One kind's measurements from an earlier report, checked against this suite's units."""
+    meas = _read(folder).get(kind, {})
+    names = [td.task.name for td in suite_units]
+    if meas.get("units") != names:
+        raise HighmodalError(f"{folder / 'heterogeneity.json'}: its {kind} units {meas.get('units')} are not this "
+                             f"suite's {names}")
+    if "chance_loss" not in meas:  # written before input-blind losses were recorded
+        meas["chance_loss"] = {td.task.name: chance_loss(td) for td in suite_units}
+    keep = ("units", "loss_scratch", "chance_loss", "measured", "transfer_raw", "runs", "entries_measured",
+            "entries_total", "seconds", "scratch_seconds", "entry_seconds", "run_seconds")
+    return {k: meas[k] for k in keep if k in meas}
+
+
 def budget_groups(cfg: SuiteConfig, suite: TaskSuite, sizes: dict[str, int], budget: int) -> dict[str, int]:
     """The (k_unimodal, k_crossmodal) with the most groups whose grouped suite model has at most
     ``budget`` parameters; ties go to more crossmodal groups (the paper finds more interaction than
@@ -118,9 +157,10 @@ def budget_groups(cfg: SuiteConfig, suite: TaskSuite, sizes: dict[str, int], bud
 
 def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False, full: bool = False,
              workers: int | None = None, overwrite: bool = False, progress: bool = True, command: str = "",
-             log=print, param_budget: int | None = None) -> dict:
+             log=print, param_budget: int | None = None, reanalyse: Path | None = None) -> dict:
     """Measure both kinds, then pick the group counts: the config's ``k_unimodal``/``k_crossmodal``,
-    or the most groups whose grouped model fits ``param_budget`` parameters."""
+    or the most groups whose grouped model fits ``param_budget`` parameters. ``reanalyse`` takes the
+    measurements of an earlier output folder instead of training."""
     cfg, config_dir, hcfg = load_config(config, quick)
     if workers is not None:
         hcfg = dataclasses.replace(hcfg, workers=workers)
@@ -128,6 +168,8 @@ def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False
         raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
     suite = cap_suite(suite_for(cfg, config_dir, data_root), hcfg.max_train, hcfg.max_eval, cfg.seed)
     t0 = time.perf_counter()
+    if reanalyse is not None:
+        full = _read(reanalyse)["full"]
     report: dict = {"command": command, "suite": cfg.name, "quick": quick, "full": full, "seed": cfg.seed,
                     "settings": dataclasses.asdict(hcfg)}
     chosen: dict[str, dict[str, int]] = {}
@@ -136,8 +178,12 @@ def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False
         if units is None:
             report[kind] = {"skipped": f"fewer than two {kind} units in the suite"}
             continue
-        log(f"{kind} heterogeneity")
-        report[kind] = measure(units, hcfg, cfg, full, progress, log)
+        if reanalyse is not None:
+            meas = _read_measurements(reanalyse, kind, suite_units=units)
+        else:
+            log(f"{kind} heterogeneity")
+            meas = measure(units, hcfg, cfg, full, progress, log)
+        report[kind] = analyse(meas, hcfg, cfg.seed)
     sizes = {kind: len(report[kind].get("units", [None])) for kind in KINDS}
     ks = ({kind: min(getattr(hcfg, field), sizes[kind]) for kind, field in KINDS.items()} if param_budget is None
           else budget_groups(cfg, suite, sizes, param_budget))
@@ -173,10 +219,7 @@ def study(config: str, heterogeneity_dir: Path, out: Path, data_root: Path | Non
           command: str = "", log=print) -> dict:
     """``which`` = "ablations" (Table 5) or "pareto" (k sweep); results in ``out/<which>.json/.md``."""
     cfg, config_dir, hcfg = load_config(config, quick)
-    path = heterogeneity_dir / "heterogeneity.json"
-    if not path.is_file():
-        raise HighmodalError(f"{path}: not found; run `highmodal heterogeneity` first")
-    report = json.loads(path.read_text())
+    report = _read(heterogeneity_dir)
     if out.exists() and not overwrite:
         raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
     variants = ABLATIONS if which == "ablations" else pareto_variants(report)
