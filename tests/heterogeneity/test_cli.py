@@ -142,3 +142,17 @@ def test_docs_json_has_the_documented_schema(runs, ablations, tmp_path):
     assert (cost["entries_measured"], cost["entries_total"]) == (21, 42)
     assert cost["full_s"] > 0 and cost["sampled_s"] > 0 and cost["runs_sampled"] < cost["runs_full"]
     assert (tmp_path / "heterogeneity" / "full_unimodal_heatmap.png").is_file()
+
+
+def test_reanalyse_reuses_measurements_without_training(runs, study_root, cli):
+    root = runs["root"]
+    proc = cli("heterogeneity", "--config", "suite.yaml", "--quick", "--reanalyse", "full", "--out", "re",
+               "--no-progress", cwd=root, check=True)
+    assert "scratch runs" not in proc.stderr
+    again = json.loads((root / "re" / "heterogeneity.json").read_text())["unimodal"]
+    full = runs["full"]["unimodal"]
+    assert again["transfer_raw"] == full["transfer_raw"] and again["seconds"] == full["seconds"]
+    np.testing.assert_allclose(again["distance"], full["distance"])
+    other = cli("heterogeneity", "--config", "suite.yaml", "--quick", "--reanalyse", str(study_root / "het"),
+                "--out", "bad", cwd=root)
+    assert other.returncode == 2 and "are not this suite's" in other.stderr and not (root / "bad").exists()
