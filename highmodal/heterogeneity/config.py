@@ -31,7 +31,8 @@ class HeterogeneityConfig:
     k_crossmodal: int = 2
     workers: int = 2
     # Grouped fine-tuning studies (ablations, Pareto): epochs after homogeneous pre-training (which
-    # uses the suite's train.epochs), seeds, and a per-task cap on training samples (None: all).
+    # uses the suite's train.epochs), seeds, and a per-task cap on training samples (None: all data;
+    # with a cap, validation and test are capped at max_eval too).
     finetune_epochs: int = 3
     seeds: int = 3
     study_max_train: int | None = None

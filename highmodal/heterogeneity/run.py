@@ -232,7 +232,7 @@ def study(config: str, heterogeneity_dir: Path, out: Path, data_root: Path | Non
         variants = [v for v in variants if v.name in names]
     suite = suite_for(cfg, config_dir, data_root)
     if hcfg.study_max_train is not None:
-        suite = cap_suite(suite, hcfg.study_max_train, 10**9, cfg.seed)
+        suite = cap_suite(suite, hcfg.study_max_train, hcfg.max_eval, cfg.seed)
     default_k = {"unimodal": hcfg.k_unimodal, "crossmodal": hcfg.k_crossmodal}
     rows = compare(cfg, config_dir, suite, report, variants, seeds or hcfg.seeds, hcfg.finetune_epochs, default_k,
                    out, progress, log)
