@@ -13,20 +13,24 @@ from scipy.cluster.hierarchy import dendrogram
 
 
 def heatmap(d: np.ndarray, measured: np.ndarray, units: list[str], title: str, path: Path) -> None:
-    """Distances coloured green (similar) to red (heterogeneous); a dot marks a measured entry
-    (both directions measured for a symmetric distance), the rest are completed."""
+    """Distances coloured green (similar) to red (heterogeneous); a dot marks a pair measured in both
+    directions, a ring a pair measured in one; the rest of d comes from the completed matrix."""
     size = max(4.0, 0.42 * len(units) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(d, cmap="RdYlGn_r")
     ax.set_xticks(range(len(units)), units, rotation=90, fontsize=7)
     ax.set_yticks(range(len(units)), units, fontsize=7)
-    both = measured & measured.T
-    ys, xs = np.nonzero(both & ~np.eye(len(units), dtype=bool))
-    ax.scatter(xs, ys, s=6, c="black", marker="o", label="both directions measured")
+    off = ~np.eye(len(units), dtype=bool)
+    both, one = measured & measured.T & off, (measured ^ measured.T) & off
+    for mask, style, label in ((both, dict(c="black"), "both directions measured"),
+                               (one, dict(facecolors="none", edgecolors="black"), "one direction measured")):
+        ys, xs = np.nonzero(mask)
+        if len(xs):
+            ax.scatter(xs, ys, s=10, marker="o", linewidths=0.6, label=label, **style)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="d(i, j)")
-    if len(xs):
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=7, frameon=False)
+    if (both | one).any():
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=7, frameon=False, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
