@@ -37,9 +37,22 @@ def matrix_cost(sampled: dict, full: dict) -> dict:
     }
 
 
-def build(sampled_dir: Path, full_dir: Path, ablations_dir: Path, pareto_dir: Path | None, out: Path) -> dict:
+def _portable(doc: dict, dirs: dict[str, Path]) -> dict:
+    """Commands name the output folders as ``runs/<name>``, not as wherever they were written."""
+    text = json.dumps(doc)
+    for name, d in sorted(((n, d) for n, d in dirs.items() if d is not None), key=lambda kv: -len(str(kv[1]))):
+        text = text.replace(str(d), f"runs/{name}")
+    return json.loads(text)
+
+
+def build(sampled_dir: Path, full_dir: Path, ablations_dir: Path, pareto_dir: Path | None, out: Path,
+          heterogeneity_dir: Path | None = None) -> dict:
+    """``heterogeneity_dir``: the folder the studies were given (default: ``sampled_dir``)."""
+    dirs = {"heterogeneity-real": heterogeneity_dir or sampled_dir, "heterogeneity-real-full": full_dir,
+            "ablations-real": ablations_dir, "pareto-real": pareto_dir}
     sampled, full = _read(sampled_dir / "heterogeneity.json"), _read(full_dir / "heterogeneity.json")
-    ablations = _read(ablations_dir / "ablations.json")
+    sampled = _portable(sampled, {**dirs, "heterogeneity-real": sampled_dir})
+    full, ablations = _portable(full, dirs), _portable(_read(ablations_dir / "ablations.json"), dirs)
     doc = {
         "command": ablations["command"],
         "ablations": _summary(ablations),
@@ -54,7 +67,7 @@ def build(sampled_dir: Path, full_dir: Path, ablations_dir: Path, pareto_dir: Pa
         for png in src.glob("*.png"):
             shutil.copyfile(png, figures / f"{tag}_{png.name}")
     if pareto_dir is not None:
-        pareto = _read(pareto_dir / "pareto.json")
+        pareto = _portable(_read(pareto_dir / "pareto.json"), dirs)
         doc["pareto"] = _summary(pareto)
         doc["commands"]["pareto"] = pareto["command"]
         shutil.copyfile(pareto_dir / "pareto.png", figures / "pareto.png")
@@ -69,8 +82,9 @@ def main() -> None:
     p.add_argument("ablations", type=Path)
     p.add_argument("pareto", type=Path, nargs="?")
     p.add_argument("--out", type=Path, default=Path("docs"))
+    p.add_argument("--studies-used", type=Path, help="the --heterogeneity folder the studies were given")
     a = p.parse_args()
-    doc = build(a.sampled, a.full, a.ablations, a.pareto, a.out)
+    doc = build(a.sampled, a.full, a.ablations, a.pareto, a.out, a.studies_used)
     print(json.dumps({k: doc[k] for k in ("ablations", "matrix_cost")}, indent=1))
 
 
