@@ -108,10 +108,18 @@ def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: 
     return rows
 
 
+def formed(grouping: dict[str, dict[str, int]]) -> str:
+    """Groups actually formed: clustering merges tied units, so asking for k can give fewer."""
+    return "U {}, C {}".format(*(len(set(grouping.get(f, {}).values())) or 1
+                                 for f in ("unimodal_groups", "crossmodal_groups")))
+
+
 def markdown(rows: dict[str, dict]) -> str:
-    lines = ["| variant | mean skill (points) | std | seeds | parameters |", "|---|---:|---:|---:|---:|"]
+    lines = ["| variant | groups formed | mean skill (points) | std | seeds | parameters |",
+             "|---|---|---:|---:|---:|---:|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['mean']:.2f} | {r['std']:.2f} | {r['seeds']} | {r['params']:,} |")
+        lines.append(f"| {name} | {formed(r['groups'])} | {r['mean']:.2f} | {r['std']:.2f} | {r['seeds']} | "
+                     f"{r['params']:,} |")
     return "\n".join(lines)
 
 
