@@ -52,8 +52,11 @@ def pareto_plot(rows: dict[str, dict], path: Path) -> None:
     params = [r["params"] for r in rows.values()]
     ax.errorbar(params, [r["mean"] for r in rows.values()], yerr=[r["std"] for r in rows.values()], fmt="o-",
                 capsize=3)
-    for (name, r), x in zip(rows.items(), params, strict=True):
-        ax.annotate(name, (x, r["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    labels: dict[tuple[int, float], list[str]] = {}  # variants that formed the same groups share a point
+    for name, r in rows.items():
+        labels.setdefault((r["params"], r["mean"]), []).append(name)
+    for (x, y), names in labels.items():
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("parameters")
     ax.set_ylabel("mean test skill (points)")
     ax.set_title("performance vs parameters over the number of groups", fontsize=9)
