@@ -22,7 +22,6 @@ from highmodal.config import ExperimentConfig
 from highmodal.data.task import TaskSuite
 from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.grouping import GROUPINGS, GroupingContext
-from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import aggregate
 from highmodal.training.run import train_experiment
 
@@ -93,7 +92,7 @@ def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: 
                     shared[tag], _, _ = train_experiment(exp, root / f"shared-{tag}", config_dir, overwrite=True,
                                                          progress=progress, log=log, suite=suite)
                 init = shared[tag]
-            ctx = GroupingContext(suite, report, v.k or default_k, seed, load(init) if init else None)
+            ctx = GroupingContext(suite, report, v.k or default_k, seed, init)
             grouping = GROUPINGS.get(v.grouping)(ctx)
             epochs = finetune_epochs if init else pretrain + finetune_epochs
             log(f"seed {seed}: {v.name}")

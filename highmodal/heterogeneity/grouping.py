@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from highmodal.models.base import MultitaskModel
 from highmodal.models.groups import crossmodal_units, unimodal_units
 from highmodal.registry import Registry
 from highmodal.training.batching import TaskTensors
+from highmodal.training.checkpoint import load
 
 
 @dataclass
@@ -24,7 +26,7 @@ class GroupingContext:
     report: dict  # heterogeneity.json
     k: dict[str, int]  # {"unimodal": k_u, "crossmodal": k_c}
     seed: int
-    shared: MultitaskModel | None = None  # the homogeneous model (for feature differences)
+    shared_run: Path | None = None  # the homogeneous model's run (loaded only for feature differences)
 
 
 Grouping = dict[str, dict[str, int]]  # {"unimodal_groups": {unit: g}, "crossmodal_groups": {...}}
@@ -113,9 +115,10 @@ def _features(model: MultitaskModel, suite: TaskSuite, kind: str, n: int = 256) 
 def feature_groups(ctx: GroupingContext) -> Grouping:
     """The paper's 'feature difference' baseline: ‖mean U(X_i) − mean U(X_j)‖² in the jointly
     trained model instead of transfer, clustered into the same number of groups."""
+    model = load(ctx.shared_run)
     out = {}
     for kind, field in FIELDS.items():
-        feats = _features(ctx.shared, ctx.suite, kind)
+        feats = _features(model, ctx.suite, kind)
         if len(feats) < 2:
             continue
         names = list(feats)

@@ -124,9 +124,9 @@ def _read(folder: Path) -> dict:
         raise HighmodalError(f"{path}: not valid JSON ({e})") from None
 
 
-def _read_measurements(folder: Path, kind: str, suite_units: TaskSuite) -> dict:
+def _read_measurements(earlier: dict, folder: Path, kind: str, suite_units: TaskSuite) -> dict:
     """One kind's measurements from an earlier report, checked against this suite's units."""
-    meas = _read(folder).get(kind, {})
+    meas = earlier.get(kind, {})
     names = [td.task.name for td in suite_units]
     if meas.get("units") != names:
         raise HighmodalError(f"{folder / 'heterogeneity.json'}: its {kind} units {meas.get('units')} are not this "
@@ -168,8 +168,9 @@ def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False
         raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
     suite = cap_suite(suite_for(cfg, config_dir, data_root), hcfg.max_train, hcfg.max_eval, cfg.seed)
     t0 = time.perf_counter()
-    if reanalyse is not None:
-        full = _read(reanalyse)["full"]
+    earlier = _read(reanalyse) if reanalyse is not None else None
+    if earlier is not None:
+        full = earlier["full"]
     report: dict = {"command": command, "suite": cfg.name, "quick": quick, "full": full, "seed": cfg.seed,
                     "settings": dataclasses.asdict(hcfg)}
     chosen: dict[str, dict[str, int]] = {}
@@ -178,8 +179,8 @@ def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False
         if units is None:
             report[kind] = {"skipped": f"fewer than two {kind} units in the suite"}
             continue
-        if reanalyse is not None:
-            meas = _read_measurements(reanalyse, kind, suite_units=units)
+        if earlier is not None:
+            meas = _read_measurements(earlier, reanalyse, kind, suite_units=units)
         else:
             log(f"{kind} heterogeneity")
             meas = measure(units, hcfg, cfg, full, progress, log)
