@@ -25,6 +25,8 @@ class ModalitySpec:
     ``max_len`` is the reference length of a variable axis: positions are ``index / (max_len - 1)``
     mapped to [-1, 1], so a sample's encoding does not depend on how much padding its batch has.
     ``num_freq_bands``/``max_freq`` follow the HighMMT configs (6 bands, max_freq 1 for most inputs).
+    ``vocab_size``: set for discrete token ids (one channel of integers in ``[0, vocab_size)``, id 0
+    reserved for padding), e.g. subword text for OmniVec2's embedding tokenizer; None for real values.
     """
 
     name: str
@@ -34,6 +36,7 @@ class ModalitySpec:
     num_freq_bands: int = 6
     max_freq: float = 1.0
     max_len: int | None = None
+    vocab_size: int | None = None
     mean: tuple[float, ...] | None = field(default=None, compare=False)
     std: tuple[float, ...] | None = field(default=None, compare=False)
 
@@ -54,6 +57,9 @@ class ModalitySpec:
             if stat is not None and len(stat) not in (self.channels, math.prod(self.ref_lengths()) * self.channels):
                 raise HighmodalError(f"{where}: normalisation statistics have {len(stat)} values; expected "
                                      f"{self.channels} (per channel) or one per element")
+        if self.vocab_size is not None and (self.vocab_size < 2 or self.channels != 1):
+            raise HighmodalError(f"{where}: token ids need vocab_size >= 2 and one channel, got vocab_size "
+                                 f"{self.vocab_size} and shape {self.shape}")
         if self.num_freq_bands < 1 or self.max_freq <= 0:
             raise HighmodalError(f"{where}: num_freq_bands must be >= 1 and max_freq > 0")
 
@@ -95,6 +101,10 @@ class ModalitySpec:
             )
         if not np.all(np.isfinite(x)):
             raise HighmodalError(f"{source}: modality {self.name!r} contains NaN or inf values")
+        if self.vocab_size is not None and (np.any(x != np.round(x)) or x.min(initial=0) < 0
+                                            or x.max(initial=0) >= self.vocab_size):
+            raise HighmodalError(f"{source}: modality {self.name!r} holds token ids, expected integers in "
+                                 f"[0, {self.vocab_size})")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -17,6 +17,21 @@ from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.nn.fourier import fourier_encode, grid_positions
 
+SUMMARY = ("data ⊕ one-hot modality code ⊕ Fourier position features, zero-padded to the suite's common width "
+           "d_all: one format for the shared Perceiver, whatever the kind")
+
+
+def normalise(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
+    """Apply the spec's training-split statistics: per-channel stats broadcast over positions,
+    per-element stats (tables) have the full shape."""
+    x = x.float()
+    if spec.mean is None or spec.std is None:
+        return x
+    shape = (spec.channels,) if len(spec.mean) == spec.channels else spec.shape
+    mean = torch.tensor(spec.mean, device=x.device).reshape(shape)
+    std = torch.tensor(spec.std, device=x.device).reshape(shape)
+    return (x - mean) / std
+
 
 class Standardizer:
     """Maps each modality of a suite to the shared ``d_all``-wide token format."""
@@ -50,6 +65,9 @@ class Standardizer:
         if name not in self.specs:
             raise HighmodalError(f"modality {name!r} is not one of the model's: {', '.join(self.specs)}")
         s = self.specs[name]
+        if s.vocab_size is not None:
+            raise HighmodalError(f"modality {name!r} holds token ids (vocab_size {s.vocab_size}); HighMMT reads "
+                                 "real-valued features per position: load the text as word vectors")
         b, *axes, c = x.shape
         fits = c == s.channels and len(axes) == len(s.axes) and all(
             a == want if want is not None else a <= s.max_len for a, want in zip(axes, s.axes, strict=True)
@@ -58,13 +76,7 @@ class Standardizer:
             want = "(B, " + ", ".join("*" if a is None else str(a) for a in s.shape) + ")"
             limit = f" with * <= {s.max_len}" if s.variable else ""
             raise HighmodalError(f"modality {name!r} expected shape {want}{limit}, got {tuple(x.shape)}")
-        x = x.float()
-        if s.mean is not None and s.std is not None:
-            # Per-channel stats broadcast over positions; per-element stats (tables) have the full shape.
-            shape = (s.channels,) if len(s.mean) == s.channels else s.shape
-            mean = torch.tensor(s.mean, device=x.device).reshape(shape)
-            std = torch.tensor(s.std, device=x.device).reshape(shape)
-            x = (x - mean) / std
+        x = normalise(s, x)
         pos = grid_positions(tuple(axes), s.ref_lengths(), device=x.device)
         enc = fourier_encode(pos, s.max_freq, s.num_freq_bands).flatten(-2)
         code = torch.zeros(self.num_modalities, device=x.device)

@@ -20,12 +20,43 @@ and UR-FUNNY), so both fit a single featurizer on the union of their training se
 sentence gives identical inputs in either task. (SST-2's training sentences are those of SST-5 minus
 the neutral ones, so the union adds no dev/test sentence.) The files are already tokenized
 (PTB-style, one sentence per line after an integer label); tokens are split on whitespace.
+
+Option ``tokens: subword`` gives a second view for OmniVec2, whose modality-specific tokenizers follow
+Uni-Perceiver (§3.1 "Tokenizers"; the per-modality details are in its supplementary material): text
+becomes a sequence of subword ids that the model's own embedding layer maps to vectors, instead of
+fixed per-token features. The subword vocabulary is a WordPiece model (HF ``tokenizers``) trained
+offline on the task's own *training* split, never downloaded: the loader's lower-cased,
+already-tokenized words, split on whitespace only (no further normaliser), ``[PAD]`` = id 0 (padding),
+``[UNK]`` = id 1 (a word the pieces cannot spell: one with a character never seen there in training),
+continuation pieces marked ``##``.
+SST-2 and SST-5 again share one vocabulary, trained on the union of their training sentences, and one
+modality, ``sst_subwords``, so the same sentence has the same ids in both tasks; TREC trains its own on
+the training questions left after the validation part is carved out (``trec_subwords``). The views
+have their own modality names, so a suite may hold both. Ids are stored as float32 ``(N, L, 1)`` (exact
+below 2^24) with a ``(N, L)`` mask, True exactly where the id is non-zero; the spec carries
+``vocab_size`` and the ids are not normalised. The tokenizer's JSON is cached with the arrays and
+returned by :func:`subword_tokenizer`.
+
+WordPiece training is deterministic here although the library's trainer alone is not (tokenizers
+issue #1794: the ``##`` continuation pieces get ids in hash-map order, and ids break ties between
+equally frequent merges, so two processes can learn different vocabularies). The continuation pieces
+are therefore declared up front, in code-point order, as trainer special tokens, which fixes their ids;
+the trained vocabulary is then loaded into a fresh WordPiece model whose only special tokens are
+``[PAD]`` and ``[UNK]``. (Checked: 8 separate processes learned byte-identical tokenizers at 1,000,
+2,500, 4,000 and 8,000 pieces, for SST and for three TREC carves; the tests repeat it in a subprocess.)
+
+Lengths, measured at the default 4,000-piece vocabulary (which both vocabularies reach): an SST
+training sentence has 25.5 subwords on average (19.2 words), a TREC question 12.9 (10.2 words).
+``subword_max_len`` = 64 truncates 27 of the 8,534 distinct SST training sentences (22 of SST-2's
+6,920, 27 of SST-5's 8,544; the longest has 79 subwords; dev/test: 2/5 for SST-2, 2/6 for SST-5) and
+no TREC question (the longest has 50–51 subwords under the vocabularies of seeds 0–3).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
@@ -37,6 +68,9 @@ from highmodal.data.shared import require_root, shared_available, verified_files
 from highmodal.data.splits import carve
 from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 DATASET = "sst_trec_text"
 SST_FEATURIZER_FILES = ["stsa.binary.train", "stsa.fine.train"]
@@ -50,6 +84,9 @@ SST5_CLASSES = ["very negative", "negative", "neutral", "positive", "very positi
 # HUM 1,223, LOC 835, NUM 896) and 500 test questions, and by reading examples of each code.
 TREC_CLASSES = ["DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM"]
 UNK = "<unk>"
+TOKEN_VIEWS = ("vectors", "subword")
+SUBWORD_SPECIALS = ("[PAD]", "[UNK]")  # ids 0 and 1
+MAX_EXACT_ID = 2**24  # float32 holds every integer below this exactly
 
 
 @dataclass
@@ -58,13 +95,22 @@ class TextOptions:
     ~11.8k SST sentences, the longest having 56). ``dim``/``window``/``min_count``: the word-vector
     fit (64 dims keep the per-token width modest for the Perceiver; ±4 words is a mid-size
     window that captures both syntax and topic; words seen once are too noisy to get a vector).
-    ``val_frac``: share of TREC's training questions held out for validation (SST has a dev set)."""
+    ``val_frac``: share of TREC's training questions held out for validation (SST has a dev set).
+
+    ``tokens``: ``vectors`` (the word vectors above, modalities ``sst_text``/``trec_text``) or
+    ``subword`` (WordPiece ids, modalities ``sst_subwords``/``trec_subwords``; ``max_len``, ``dim``,
+    ``window`` and ``min_count`` then play no part). ``vocab_size``: the WordPiece trainer's target
+    vocabulary size (specials and the character alphabet included). ``subword_max_len``: subwords kept
+    per sentence; subword sequences are longer than word sequences, so it exceeds ``max_len``."""
 
     max_len: int = 50
     dim: int = 64
     window: int = 4
     min_count: int = 2
     val_frac: float = 0.1
+    tokens: str = "vectors"
+    vocab_size: int = 4000
+    subword_max_len: int = 64
 
 
 def read_labelled(path: Path, encoding: str) -> tuple[list[list[str]], np.ndarray]:
@@ -146,8 +192,96 @@ def embed(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.where(mask[..., None], vectors[np.maximum(ids, 0)], 0).astype(np.float32), mask
 
 
+def fit_subword_tokenizer(sentences: list[list[str]], vocab_size: int) -> Tokenizer:
+    """A WordPiece tokenizer (HF ``tokenizers``) trained on the given token lists: whitespace
+    pre-tokenizer, no normaliser, ``[PAD]`` = 0, ``[UNK]`` = 1, then the ``##`` continuation characters
+    and the characters (each in code-point order), then the learned pieces. Deterministic (see the
+    module docstring for how)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    # Every "##c" the trainer would create, declared up front so its id does not depend on hash order.
+    continuations = sorted({c for s in sentences for w in s for c in w[1:]})
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, show_progress=False,
+                                        special_tokens=[*SUBWORD_SPECIALS, *(f"##{c}" for c in continuations)])
+    scratch = Tokenizer(models.WordPiece(unk_token=SUBWORD_SPECIALS[1]))
+    scratch.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    scratch.train_from_iterator((" ".join(s) for s in sentences), trainer, length=len(sentences))
+    vocab = scratch.get_vocab()
+    if [vocab.get(t) for t in SUBWORD_SPECIALS] != [0, 1]:
+        raise HighmodalError(f"WordPiece training put {SUBWORD_SPECIALS} at ids "
+                             f"{[vocab.get(t) for t in SUBWORD_SPECIALS]}, expected [0, 1]")
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=SUBWORD_SPECIALS[1]))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(cleanup=False)  # ids → the loader's words, space-joined
+    tokenizer.add_special_tokens(list(SUBWORD_SPECIALS))
+    return tokenizer
+
+
+def subword_ids(tokenizer: Tokenizer, sentences: list[list[str]], max_len: int) -> np.ndarray:
+    """Token lists → ``(N, max_len)`` int32 subword ids, truncated to ``max_len``, padded with 0."""
+    ids = np.zeros((len(sentences), max_len), dtype=np.int32)
+    for i, enc in enumerate(tokenizer.encode_batch(sentences, is_pretokenized=True)):
+        row = enc.ids[:max_len]
+        ids[i, : len(row)] = row
+        if not row or 0 in row:
+            raise HighmodalError(f"sentence {i} ({' '.join(sentences[i])[:60]!r}) encodes to "
+                                 f"{'no subwords' if not row else 'the padding id 0'}")
+    return ids
+
+
+def _tokenizer_bytes(tokenizer: Tokenizer) -> np.ndarray:
+    return np.frombuffer(tokenizer.to_str().encode("utf-8"), dtype=np.uint8)
+
+
+def _tokenizer_from(arrays: dict[str, np.ndarray]) -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(arrays["tokenizer"].tobytes().decode("utf-8"))
+
+
+def _check_options(source: str, opts: TextOptions) -> None:
+    if opts.tokens not in TOKEN_VIEWS:
+        raise HighmodalError(f"{source}: tokens must be one of {', '.join(map(repr, TOKEN_VIEWS))}, "
+                             f"got {opts.tokens!r}")
+    if opts.tokens == "subword":
+        if not len(SUBWORD_SPECIALS) < opts.vocab_size < MAX_EXACT_ID:
+            raise HighmodalError(f"{source}: vocab_size must be between {len(SUBWORD_SPECIALS) + 1} and "
+                                 f"{MAX_EXACT_ID - 1} (ids are stored as float32), got {opts.vocab_size}")
+        if opts.subword_max_len < 1:
+            raise HighmodalError(f"{source}: subword_max_len must be >= 1, got {opts.subword_max_len}")
+
+
+def _subword_params(opts: TextOptions, training: bool = False) -> dict:
+    """Cache-key settings of the subword view: the vocabulary's (``training``) or the ids' (all)."""
+    import tokenizers
+
+    params = {"tokens": "subword", "vocab_size": opts.vocab_size, "specials": list(SUBWORD_SPECIALS),
+              "tokenizers": tokenizers.__version__}
+    return params if training else {**params, "subword_max_len": opts.subword_max_len}
+
+
+def _id_splits(modality: str, arrays: dict[str, np.ndarray]) -> dict[str, SplitData]:
+    """Cached int32 ids → float32 ``(N, L, 1)`` ids and their mask (True where the id is not padding)."""
+    out = {}
+    for split in ("train", "val", "test"):
+        ids = arrays[f"ids_{split}"]
+        out[split] = SplitData({modality: ids[..., None].astype(np.float32)}, arrays[f"y_{split}"],
+                               {modality: ids != 0})
+    return out
+
+
 def _featurizer_params(opts: TextOptions) -> dict:
     return {"dim": opts.dim, "window": opts.window, "min_count": opts.min_count, "max_len": opts.max_len}
+
+
+def sst_training_sentences(folder: Path) -> list[list[str]]:
+    """The union of the SST-2 and SST-5 training sentences (each once, in first-seen order): what both
+    shared SST featurizers, word vectors and subword vocabulary, are fit on."""
+    seen: dict[str, None] = {}
+    for name in SST_FEATURIZER_FILES:
+        for s in read_labelled(folder / name, "utf-8")[0]:
+            seen.setdefault(" ".join(s))
+    return [s.split() for s in seen]
 
 
 def _sst_featurizer(ctx: LoadContext, opts: TextOptions) -> tuple[dict[str, str], list[str], np.ndarray]:
@@ -157,16 +291,25 @@ def _sst_featurizer(ctx: LoadContext, opts: TextOptions) -> tuple[dict[str, str]
     sums = verified_files(ctx, DATASET, SST_FEATURIZER_FILES)
 
     def build() -> dict[str, np.ndarray]:
-        seen: dict[str, None] = {}  # the union of the training sentences, first-seen order
-        for name in SST_FEATURIZER_FILES:
-            for s in read_labelled(folder / name, "utf-8")[0]:
-                seen.setdefault(" ".join(s))
-        vocab, vectors = fit_word_vectors([s.split() for s in seen], opts.dim, opts.window, opts.min_count,
+        vocab, vectors = fit_word_vectors(sst_training_sentences(folder), opts.dim, opts.window, opts.min_count,
                                           opts.max_len)
         return {"vocab": np.array(vocab), "vectors": vectors}
 
     arrays = cached_arrays("sst_vectors", sums, _featurizer_params(opts), build)
     return sums, arrays["vocab"].tolist(), arrays["vectors"]
+
+
+def _sst_subword_vocab(ctx: LoadContext, opts: TextOptions) -> tuple[dict[str, str], Tokenizer]:
+    """The one ``sst_subwords`` WordPiece tokenizer (cached on its own, like the word vectors), and the
+    checksums of the files it was trained on."""
+    folder = require_root(ctx, DATASET)
+    sums = verified_files(ctx, DATASET, SST_FEATURIZER_FILES)
+
+    def build() -> dict[str, np.ndarray]:
+        return {"tokenizer": _tokenizer_bytes(fit_subword_tokenizer(sst_training_sentences(folder), opts.vocab_size))}
+
+    arrays = cached_arrays("sst_subword_vocab", sums, _subword_params(opts, training=True), build)
+    return sums, _tokenizer_from(arrays)
 
 
 def _splits(modality: str, arrays: dict[str, np.ndarray], vectors: np.ndarray) -> dict[str, SplitData]:
@@ -178,11 +321,36 @@ def _splits(modality: str, arrays: dict[str, np.ndarray], vectors: np.ndarray) -
     return out
 
 
+def _subword_task(entry: TaskEntry, modality: str, classes: list[str], what: str, trained_on: str,
+                  opts: TextOptions, tokenizer: Tokenizer, arrays: dict[str, np.ndarray], source: str) -> TaskData:
+    """The ``tokens: subword`` view: ids, no normalisation, the vocabulary's provenance in the description."""
+    size = tokenizer.get_vocab_size()
+    what = (f"{what}, from WordPiece subword ids (vocabulary of {size:,} pieces incl. [PAD]=0 and [UNK]=1, "
+            f"target {opts.vocab_size:,}, trained offline on {trained_on}; at most {opts.subword_max_len} "
+            "subwords per sentence)")
+    return TaskData(make_task(entry, [modality], "classification", len(classes), classes, what),
+                    {modality: spec(modality, "text", (None, 1), max_len=opts.subword_max_len, vocab_size=size)},
+                    _id_splits(modality, arrays), source)
+
+
 def _sst(name: str, opts: TextOptions, entry: TaskEntry, ctx: LoadContext, files: list[str],
          classes: list[str], what: str) -> TaskData:
+    _check_options(name, opts)
     folder = require_root(ctx, DATASET)
     sums = verified_files(ctx, DATASET, files)
-    featurizer_sums, vocab, vectors = _sst_featurizer(ctx, opts)
+    subword = opts.tokens == "subword"
+    if subword:
+        featurizer_sums, tokenizer = _sst_subword_vocab(ctx, opts)
+        params = _subword_params(opts)
+
+        def encode(tokens: list[list[str]]) -> np.ndarray:
+            return subword_ids(tokenizer, tokens, opts.subword_max_len)
+    else:
+        featurizer_sums, vocab, vectors = _sst_featurizer(ctx, opts)
+        params = _featurizer_params(opts)
+
+        def encode(tokens: list[list[str]]) -> np.ndarray:
+            return token_ids(tokens, vocab, opts.max_len)
 
     def build() -> dict[str, np.ndarray]:
         out = {}
@@ -190,10 +358,14 @@ def _sst(name: str, opts: TextOptions, entry: TaskEntry, ctx: LoadContext, files
             tokens, y = read_labelled(folder / file, "utf-8")
             if y.max() >= len(classes):
                 raise HighmodalError(f"{folder / file}: label {y.max()} is out of range 0..{len(classes) - 1}")
-            out[f"ids_{split}"], out[f"y_{split}"] = token_ids(tokens, vocab, opts.max_len), y
+            out[f"ids_{split}"], out[f"y_{split}"] = encode(tokens), y
         return out
 
-    arrays = cached_arrays(name, {**sums, **featurizer_sums}, _featurizer_params(opts), build)
+    arrays = cached_arrays(f"{name}_subwords" if subword else name, {**sums, **featurizer_sums}, params, build)
+    if subword:
+        return _subword_task(entry, "sst_subwords", classes, what,
+                             "the union of the SST-2 and SST-5 training sentences (shared by both tasks)", opts,
+                             tokenizer, arrays, str(folder))
     splits = _splits("sst_text", arrays, vectors)
     td = TaskData(make_task(entry, ["sst_text"], "classification", len(classes), classes, what),
                   {"sst_text": spec("sst_text", "text", (None, opts.dim), max_len=opts.max_len)}, splits,
@@ -217,15 +389,14 @@ def sst5(opts: TextOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     return _sst("sst5", opts, entry, ctx, SST5_FILES, SST5_CLASSES, "movie-review sentence sentiment, 5 classes")
 
 
-@register_loader("trec", TextOptions, ("text",), "TREC question type, 6 coarse classes (5,452/500)",
-                 shared_available(DATASET, TREC_FILES))
-def trec(opts: TextOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
-    """Official train/test; validation is carved (stratified, run seed) from train *before* the word
-    vectors are fit, so validation questions are as unseen as test ones. The files are Latin-1 (one
-    byte, 0xF0, in the training file is not valid UTF-8)."""
+def _trec_arrays(opts: TextOptions, ctx: LoadContext) -> tuple[Path, dict[str, np.ndarray]]:
+    """TREC's cached arrays for either view: the per-split ids and labels, and the featurizer fit on
+    the carved training part (``vectors``, or the subword ``tokenizer``'s JSON bytes)."""
     folder = require_root(ctx, DATASET)
     sums = verified_files(ctx, DATASET, TREC_FILES)
-    params = {**_featurizer_params(opts), "val_frac": opts.val_frac, "seed": ctx.seed}
+    subword = opts.tokens == "subword"
+    params = {**(_subword_params(opts) if subword else _featurizer_params(opts)), "val_frac": opts.val_frac,
+              "seed": ctx.seed}
 
     def build() -> dict[str, np.ndarray]:
         tokens, y = read_labelled(folder / TREC_FILES[0], "latin-1")
@@ -236,19 +407,58 @@ def trec(opts: TextOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
         idx = np.arange(len(y))  # carve question indices the way three_way carves validation
         train_part, val_part = carve(SplitData({"i": idx[:, None]}, y), opts.val_frac, ctx.seed + 1, stratify=True)
         parts = {"train": train_part.inputs["i"][:, 0], "val": val_part.inputs["i"][:, 0]}
-        vocab, vectors = fit_word_vectors([tokens[i] for i in parts["train"]], opts.dim, opts.window,
-                                          opts.min_count, opts.max_len)
+        train_tokens = [tokens[i] for i in parts["train"]]
+        if subword:
+            tokenizer = fit_subword_tokenizer(train_tokens, opts.vocab_size)
+            out = {"tokenizer": _tokenizer_bytes(tokenizer)}
+
+            def encode(toks: list[list[str]]) -> np.ndarray:
+                return subword_ids(tokenizer, toks, opts.subword_max_len)
+        else:
+            vocab, vectors = fit_word_vectors(train_tokens, opts.dim, opts.window, opts.min_count, opts.max_len)
+            out = {"vectors": vectors}
+
+            def encode(toks: list[list[str]]) -> np.ndarray:
+                return token_ids(toks, vocab, opts.max_len)
+
         sets = {s: ([tokens[i] for i in part], y[part]) for s, part in parts.items()}
         sets["test"] = (test_tokens, y_test)
-        out = {"vectors": vectors}
         for split, (toks, labels) in sets.items():
-            out[f"ids_{split}"], out[f"y_{split}"] = token_ids(toks, vocab, opts.max_len), labels
+            out[f"ids_{split}"], out[f"y_{split}"] = encode(toks), labels
         return out
 
-    arrays = cached_arrays("trec", sums, params, build)
+    return folder, cached_arrays("trec_subwords" if subword else "trec", sums, params, build)
+
+
+@register_loader("trec", TextOptions, ("text",), "TREC question type, 6 coarse classes (5,452/500)",
+                 shared_available(DATASET, TREC_FILES))
+def trec(opts: TextOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
+    """Official train/test; validation is carved (stratified, run seed) from train *before* the word
+    vectors or the subword vocabulary are fit, so validation questions are as unseen as test ones. The
+    files are Latin-1 (one byte, 0xF0, in the training file is not valid UTF-8)."""
+    _check_options("trec", opts)
+    folder, arrays = _trec_arrays(opts, ctx)
+    what = "question type (Li & Roth coarse classes) from the question's words"
+    if opts.tokens == "subword":
+        n = len(arrays["y_train"])
+        return _subword_task(entry, "trec_subwords", TREC_CLASSES, what,
+                             f"the {n:,} training questions (the carved validation part excluded)", opts,
+                             _tokenizer_from(arrays), arrays, str(folder))
     splits = _splits("trec_text", arrays, arrays["vectors"])
-    td = TaskData(make_task(entry, ["trec_text"], "classification", 6, TREC_CLASSES,
-                            "question type (Li & Roth coarse classes) from the question's words"),
+    td = TaskData(make_task(entry, ["trec_text"], "classification", 6, TREC_CLASSES, what),
                   {"trec_text": spec("trec_text", "text", (None, opts.dim), max_len=opts.max_len)}, splits,
                   str(folder))
     return fit_normalization(td, {"trec_text": "none"})  # standardised by the featurizer
+
+
+def subword_tokenizer(source: str, ctx: LoadContext, opts: TextOptions | None = None) -> Tokenizer:
+    """The trained WordPiece tokenizer behind the ``tokens: subword`` view of ``source`` (``sst2``,
+    ``sst5`` or ``trec``), from the cache (trained if absent); ``.to_str()`` gives its JSON. The TREC
+    vocabulary depends on the run seed (through the validation carve) as well as on ``opts``."""
+    opts = replace(opts or TextOptions(), tokens="subword")
+    _check_options(source, opts)
+    if source in ("sst2", "sst5"):
+        return _sst_subword_vocab(ctx, opts)[1]
+    if source == "trec":
+        return _tokenizer_from(_trec_arrays(opts, ctx)[1])
+    raise HighmodalError(f"subword_tokenizer: source must be 'sst2', 'sst5' or 'trec', got {source!r}")

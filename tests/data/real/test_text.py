@@ -1,5 +1,9 @@
 """SST-2 / SST-5 / TREC on the real files: official split sizes, the offline PPMI word vectors (shared by
-the two SST tasks, deterministic, fit on training text only), file errors, and a HighMMT forward pass."""
+the two SST tasks, deterministic, fit on training text only), file errors, and a HighMMT forward pass;
+and the ``tokens: subword`` view (WordPiece ids for OmniVec2, vocabulary trained on training text only)."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,3 +110,186 @@ def test_unparsable_line_names_file_and_line(data_root, tmp_path):
 
 def test_tiny_highmmt_forward(suite):
     assert_tiny_forward(suite)
+
+
+# --- tokens: subword (OmniVec2's text tokenizer: WordPiece ids, vocabulary trained on the training split) ---
+
+SUBWORD_ENTRIES = [{"name": n, "source": n, "tokens": "subword"} for n in ("sst2", "sst5", "trec")]
+
+
+@pytest.fixture(scope="module")
+def subword_suite(data_root):
+    return build_suite(SUBWORD_ENTRIES, LoadContext(data_root=data_root))
+
+
+def _ids(td):
+    (m,) = td.task.modalities
+    return {split: data.inputs[m][..., 0] for split, data in td.splits.items()}
+
+
+def _decode(tokenizer, ids):
+    return [tokenizer.decode(row[row != 0].astype(int).tolist()) for row in ids]
+
+
+def _pieces_of(words):
+    """What WordPiece training on ``words`` can make: word prefixes, single characters, and ``##``
+    + any non-initial substring."""
+    prefixes = {w[:j] for w in words for j in range(1, len(w) + 1)}
+    chars = {c for w in words for c in w}
+    inner = {"##" + w[i:j] for w in words for i in range(1, len(w)) for j in range(i + 1, len(w) + 1)}
+    return prefixes | chars | inner | set(text.SUBWORD_SPECIALS)
+
+
+def test_subword_view_specs_ids_and_masks(subword_suite, suite):
+    for td in subword_suite:
+        (m,) = td.task.modalities
+        assert m == ("trec_subwords" if td.task.name == "trec" else "sst_subwords")
+        s = td.specs[m]
+        assert s.kind == "text" and s.shape == (None, 1) and s.max_len == 64 and s.vocab_size == 4000
+        assert s.mean is None and s.std is None  # ids are never normalised
+        assert "WordPiece" in td.task.description and "4,000" in td.task.description
+        assert "training" in td.task.description
+        assert sizes(td) == sizes(suite[td.task.name])  # same examples as the vectors view
+        for split, data in td.splits.items():
+            x, mask = data.inputs[m], data.masks[m]
+            assert x.dtype == np.float32 and x.shape == (len(data), 64, 1) and mask.shape == (len(data), 64)
+            ids = x[..., 0]
+            assert np.all(ids == np.round(ids)) and ids.min() >= 0 and ids.max() < s.vocab_size
+            np.testing.assert_array_equal(mask, ids != 0)  # mask True exactly where there is an id
+            lengths = mask.sum(1)
+            assert lengths.min() >= 1 and np.array_equal(mask, np.arange(64) < lengths[:, None])  # padded at the end
+            s.validate(x, split)
+    # Subword sequences are longer than word sequences: SST reaches the 64 limit, TREC does not.
+    assert subword_suite["sst2"].splits["train"].masks["sst_subwords"].sum(1).max() == 64
+    assert subword_suite["trec"].splits["train"].masks["trec_subwords"].sum(1).max() < 64
+
+
+def test_subword_ids_decode_to_the_sentences_and_truncation_counts(subword_suite, data_root):
+    """The ids spell the loader's words back, and the truncation counts in the module docstring hold."""
+    folder = data_root / "sst_trec_text"
+    tok = text.subword_tokenizer("sst2", LoadContext(data_root=data_root))
+    assert tok.get_vocab_size() == 4000 and [tok.id_to_token(i) for i in (0, 1)] == ["[PAD]", "[UNK]"]
+    for name, task, want in (("stsa.binary.train", "sst2", 22), ("stsa.fine.train", "sst5", 27)):
+        sentences, _ = text.read_labelled(folder / name, "utf-8")
+        full = [len(e.ids) for e in tok.encode_batch(sentences, is_pretokenized=True)]
+        assert sum(n > 64 for n in full) == want
+        ids = _ids(subword_suite[task])["train"]
+        kept = [i for i, n in enumerate(full) if n <= 64]
+        assert _decode(tok, ids[kept]) == [" ".join(sentences[i]) for i in kept]
+        assert not np.any(ids == 1)  # every training character is in the vocabulary: no [UNK]
+    assert len(text.sst_training_sentences(folder)) == 8534
+    assert sum(len(e.ids) > 64 for e in tok.encode_batch(text.sst_training_sentences(folder),
+                                                         is_pretokenized=True)) == 27
+
+
+def test_subword_sst_tasks_share_one_vocabulary(subword_suite, data_root):
+    folder = data_root / "sst_trec_text"
+    for split, files in (("train", ("stsa.binary.train", "stsa.fine.train")),
+                         ("test", ("stsa.binary.test", "stsa.fine.test"))):
+        s2, _ = text.read_labelled(folder / files[0], "utf-8")
+        s5, _ = text.read_labelled(folder / files[1], "utf-8")
+        where5 = {" ".join(s): i for i, s in enumerate(s5)}
+        pairs = [(i, where5[" ".join(s)]) for i, s in enumerate(s2) if " ".join(s) in where5]
+        assert len(pairs) > 1800
+        i2, i5 = np.array(pairs).T
+        np.testing.assert_array_equal(_ids(subword_suite["sst2"])[split][i2], _ids(subword_suite["sst5"])[split][i5])
+
+
+def test_subword_loads_are_deterministic(subword_suite, data_root, tmp_path, monkeypatch):
+    """A rebuild from scratch (empty cache) gives the same arrays, and a separate process trains the
+    byte-identical tokenizer (the library's trainer alone is not deterministic across processes)."""
+    monkeypatch.setenv("HIGHMODAL_CACHE", str(tmp_path))
+    again = build_suite(SUBWORD_ENTRIES, LoadContext(data_root=data_root))
+    for td in subword_suite:
+        (m,) = td.task.modalities
+        for split, data in td.splits.items():
+            np.testing.assert_array_equal(data.inputs[m], again[td.task.name].splits[split].inputs[m])
+            np.testing.assert_array_equal(data.masks[m], again[td.task.name].splits[split].masks[m])
+    folder = data_root / "sst_trec_text"
+    code = ("import sys; from pathlib import Path; import highmodal.data.real.text as t; f = Path(sys.argv[1]); "
+            "print(t.fit_subword_tokenizer(t.sst_training_sentences(f), 4000).to_str()); "
+            "print(t.fit_subword_tokenizer(t.read_labelled(f / 'TREC.train.all', 'latin-1')[0], 4000).to_str())")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    trec_tok = text.fit_subword_tokenizer(text.read_labelled(folder / "TREC.train.all", "latin-1")[0], 4000)
+    here = [text.subword_tokenizer("sst5", LoadContext(data_root=data_root)).to_str(), trec_tok.to_str()]
+    assert out.stdout.splitlines() == here
+
+
+def test_subword_vocabulary_learned_from_training_sentences_only(subword_suite, data_root, tmp_path, monkeypatch):
+    folder = data_root / "sst_trec_text"
+    ctx = LoadContext(data_root=data_root)
+    dev_test = [s for name in ("stsa.binary.dev", "stsa.binary.test", "stsa.fine.dev", "stsa.fine.test")
+                for s in text.read_labelled(folder / name, "utf-8")[0]]
+    # SST: the vocabulary is the one trained by hand on the two training files (in another order).
+    by_hand = sorted({" ".join(s) for name in text.SST_FEATURIZER_FILES
+                      for s in text.read_labelled(folder / name, "utf-8")[0]})
+    train = [s.split() for s in by_hand]
+    sst_tok = text.subword_tokenizer("sst2", ctx)
+    assert sst_tok.to_str() == text.fit_subword_tokenizer(train, 4000).to_str()
+    # Every piece can be made from training words; with dev/test sentences added, some cannot.
+    possible = _pieces_of({w for s in train for w in s})
+    assert set(sst_tok.get_vocab()) <= possible
+    leaky = text.fit_subword_tokenizer(train + dev_test, 4000)
+    assert set(leaky.get_vocab()) - possible  # e.g. whole words seen only in dev/test
+
+    # TREC: trained on exactly the training part; validation questions are left out.
+    seen = []
+    real_fit = text.fit_subword_tokenizer
+    monkeypatch.setattr(text, "fit_subword_tokenizer", lambda s, n: seen.append(s) or real_fit(s, n))
+    monkeypatch.setenv("HIGHMODAL_CACHE", str(tmp_path))
+    td = build_suite([{"name": "t", "source": "trec", "tokens": "subword"}], ctx)["t"]
+    (questions,) = seen
+    tok = text.subword_tokenizer("trec", ctx)
+    train = [q.split() for q in _decode(tok, _ids(td)["train"])]  # the training part, spelled back
+    assert len(questions) == len(train) < 5452 and questions == train
+    assert tok.to_str() == real_fit(train, 4000).to_str()
+    assert set(tok.get_vocab()) <= _pieces_of({w for q in train for w in q})
+    # The equality has teeth: validation or test questions in the training text change the vocabulary.
+    val = [q.split() for q in _decode(tok, _ids(td)["val"])]
+    test_questions, _ = text.read_labelled(folder / "TREC.test.all", "latin-1")
+    for extra in (val, test_questions):
+        assert real_fit(train + extra, 4000).get_vocab() != tok.get_vocab()
+
+
+def test_subword_cache_key_holds_every_subword_option(subword_suite, data_root):
+    entries = [{"name": "s", "source": "sst2", "tokens": "subword", "subword_max_len": 32},
+               {"name": "v", "source": "sst5", "tokens": "subword", "vocab_size": 2000}]
+    short, small = build_suite(entries, LoadContext(data_root=data_root))
+    x = short.splits["test"].inputs["sst_subwords"]
+    assert x.shape[1:] == (32, 1) and short.specs["sst_subwords"].max_len == 32
+    np.testing.assert_array_equal(x, subword_suite["sst2"].splits["test"].inputs["sst_subwords"][:, :32])
+    assert small.specs["sst_subwords"].vocab_size == 2000
+    assert small.splits["train"].inputs["sst_subwords"].max() < 2000
+    assert not np.array_equal(small.splits["train"].inputs["sst_subwords"],
+                              subword_suite["sst5"].splits["train"].inputs["sst_subwords"])
+
+
+def test_views_have_their_own_modalities(data_root):
+    suite = build_suite([{"name": "w", "source": "trec"}, {"name": "s", "source": "trec", "tokens": "subword"}],
+                        LoadContext(data_root=data_root))
+    assert suite["w"].task.modalities == ("trec_text",) and suite["s"].task.modalities == ("trec_subwords",)
+
+
+@pytest.mark.parametrize("source", ["sst2", "trec"])
+def test_bad_subword_options_are_named(data_root, source):
+    ctx = LoadContext(data_root=data_root)
+    with pytest.raises(HighmodalError, match=r"tokens must be one of 'vectors', 'subword', got 'bpe'"):
+        build_suite([{"name": "t", "source": source, "tokens": "bpe"}], ctx)
+    with pytest.raises(HighmodalError, match=r"vocab_size must be between"):
+        build_suite([{"name": "t", "source": source, "tokens": "subword", "vocab_size": 1}], ctx)
+    with pytest.raises(HighmodalError, match=r"subword_max_len must be >= 1"):
+        build_suite([{"name": "t", "source": source, "tokens": "subword", "subword_max_len": 0}], ctx)
+
+
+def test_standardizer_refuses_the_subword_ids(subword_suite):
+    """HighMMT's standardizer reads real-valued features; it refuses an id modality by name."""
+    import torch
+
+    from highmodal.modalities.standardize import Standardizer
+
+    td = subword_suite["trec"]
+    spec = td.specs["trec_subwords"]
+    data = td.splits["train"]
+    x, mask = torch.from_numpy(data.inputs["trec_subwords"][:2]), torch.from_numpy(data.masks["trec_subwords"][:2])
+    with pytest.raises(HighmodalError, match=r"'trec_subwords' holds token ids"):
+        Standardizer([spec])("trec_subwords", x, mask)
