@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -11,8 +12,21 @@ from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
 
 
+@dataclass
+class Piece:
+    """One part of a training step: a batch of ``task``, restricted to ``modality`` when set
+    (OmniVec2's pairwise training feeds one modality per stream), else with all its modalities."""
+
+    task: str
+    modality: str | None
+    batch: dict[str, torch.Tensor]
+
+
 class MultitaskModel(nn.Module):
-    """Subclasses implement ``forward(batch, task) -> raw head output``."""
+    """Subclasses implement ``forward(batch, task) -> raw head output``; ``default_sampler`` names
+    the multitask sampler (``training/samplers.py``) the model's paper trains it with."""
+
+    default_sampler = "staggered"
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__()
@@ -23,6 +37,10 @@ class MultitaskModel(nn.Module):
             raise HighmodalError(f"unknown task {name!r}{did_you_mean(name, self.tasks)}; "
                                  f"tasks: {', '.join(self.tasks)}")
         return self.tasks[name]
+
+    def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
+        """Raw head outputs for every piece of a training step (models that fuse pieces override)."""
+        return [self(p.batch, p.task) for p in pieces]
 
     def postprocess(self, out: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
         """Head output → class indices + probabilities, or regression values in the target's units."""

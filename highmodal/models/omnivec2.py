@@ -1,0 +1,215 @@
+"""OmniVec2 (Srivastava & Sharma, CVPR 2024): modality-specific tokenizers, a shared transformer f
+(+ three FC layers), cross-attention fusion of two modality streams, a second shared transformer g,
+and one head per modality × task.
+
+There is no official code; the choices the paper leaves open, all configurable:
+
+* f is a pre-norm transformer (``f_depth`` blocks at ``d_model``) followed by Linear-ReLU-Linear-ReLU-
+  Linear down to ``fusion_dim``; cross-attention, g and the heads run at that width (§3.1: the FC
+  layers exist "to reduce the dimensions").
+* Fusion in: each stream's tokens attend to the other's (one shared residual cross-attention block
+  used in both directions), and g reads the two results concatenated along the token axis.
+* Fusion back, written A(x̂_ij, x_i) in §3: g's tokens are the queries and attend to stream i's f
+  features, again residually. Because both cross-attentions are residual, dropping them is the
+  identity, so the single-stream inference path h∘g∘f (§3.2.3) is exactly the training graph with
+  the cross-attention removed; that is why the residual form was chosen.
+* A head pools real tokens by their mean and applies LayerNorm → Linear → GELU → Linear (the paper's
+  ViT-Tiny heads are too large for our tasks).
+* A task with several modalities is predicted from each present modality alone and the head
+  outputs averaged (``inference: single``, the paper's path); ``inference: fused`` runs every pair of
+  present modalities through the two-stream graph instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from highmodal.data.task import Task
+from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.modalities.spec import ModalitySpec
+from highmodal.modalities.tokenizers import create_tokenizer
+from highmodal.modalities.unified import UnifiedTokenizer
+from highmodal.models.base import MultitaskModel, Piece
+from highmodal.models.registry import register_model
+from highmodal.nn.transformer import Block, Transformer, masked_mean
+
+CHOICES = {"tokenizer": ("modality", "unified"), "head": ("task", "unified"), "inference": ("single", "fused")}
+
+
+@dataclass(frozen=True)
+class OmniVec2Config:
+    d_model: int = 128
+    heads: int = 4
+    f_depth: int = 4
+    fusion_dim: int = 96
+    g_depth: int = 2
+    g_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    tokenizer: str = "modality"  # "unified": one shared tokenizer (Table 12 ablation)
+    head: str = "task"  # one head per modality × task; "unified": one shared head (Table 12 ablation)
+    inference: str = "single"
+    tokenizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-kind tokenizer options
+
+    def __post_init__(self) -> None:
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise HighmodalError(f"model.options.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        for width, heads in ((self.d_model, self.heads), (self.fusion_dim, self.g_heads)):
+            if width % heads:
+                raise HighmodalError(f"model: width {width} is not divisible by {heads} attention heads")
+
+
+PRESETS: dict[str, OmniVec2Config] = {
+    # Not from the paper: a fast setting for tests and 2-core CPU runs.
+    "tiny": OmniVec2Config(d_model=64, heads=4, f_depth=2, fusion_dim=48, g_depth=1, g_heads=4),
+    "small": OmniVec2Config(),
+    # The paper's f is BERT-base sized (768 wide, 12 layers, 12 heads); g's depth and the reduced width
+    # are not given, we take 6 layers at 512.
+    "base": OmniVec2Config(d_model=768, heads=12, f_depth=12, fusion_dim=512, g_depth=6, g_heads=8),
+}
+
+
+def resolve_config(preset: str = "small", **overrides) -> OmniVec2Config:
+    if preset not in PRESETS:
+        raise HighmodalError(f"unknown OmniVec2 preset {preset!r}{did_you_mean(preset, PRESETS)}; "
+                             f"known: {', '.join(PRESETS)}")
+    names = {f.name for f in fields(OmniVec2Config)}
+    for key in overrides:
+        if key not in names:
+            raise HighmodalError(f"model: unknown OmniVec2 option {key!r}{did_you_mean(key, names)}")
+    return replace(PRESETS[preset], **overrides)
+
+
+class TaskHead(nn.Sequential):
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, out_dim))
+
+
+class UnifiedHead(nn.Module):
+    """Uni-Perceiver-style shared head: one trunk for every task and modality, scored against each
+    task's learned output embeddings (class or regression-target queries)."""
+
+    def __init__(self, dim: int, tasks: Sequence[Task]) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.queries = nn.ParameterDict({t.name: nn.Parameter(torch.randn(t.out_dim, dim) * dim**-0.5) for t in tasks})
+        self.bias = nn.ParameterDict({t.name: nn.Parameter(torch.zeros(t.out_dim)) for t in tasks})
+
+    def forward(self, pooled: torch.Tensor, task: str) -> torch.Tensor:
+        return self.trunk(pooled) @ self.queries[task].T + self.bias[task]
+
+
+class OmniVec2(MultitaskModel):
+    default_sampler = "pairwise"
+
+    def __init__(self, specs: Sequence[ModalitySpec], tasks: Sequence[Task], cfg: OmniVec2Config) -> None:
+        super().__init__(tasks)
+        self.cfg = cfg
+        self.specs = list(specs)
+        self.modalities = {s.name: s for s in specs}
+        if cfg.tokenizer == "modality":
+            self.tokenizers = nn.ModuleDict({
+                s.name: create_tokenizer(s, cfg.d_model, cfg.tokenizers.get(s.kind)) for s in specs})
+        else:
+            self.unified_tokenizer = UnifiedTokenizer(specs, cfg.d_model)
+        self.f = Transformer(cfg.d_model, cfg.f_depth, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+        self.reduce = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.ReLU(),
+                                    nn.Linear(cfg.d_model, cfg.d_model), nn.ReLU(),
+                                    nn.Linear(cfg.d_model, cfg.fusion_dim))
+        self.fuse_in = Block(cfg.fusion_dim, cfg.g_heads, cfg.mlp_ratio, cfg.dropout, context_dim=cfg.fusion_dim)
+        self.g = Transformer(cfg.fusion_dim, cfg.g_depth, cfg.g_heads, cfg.mlp_ratio, cfg.dropout)
+        self.fuse_out = Block(cfg.fusion_dim, cfg.g_heads, cfg.mlp_ratio, cfg.dropout, context_dim=cfg.fusion_dim)
+        if cfg.head == "task":
+            self.heads = nn.ModuleDict({t.name: nn.ModuleDict({m: TaskHead(cfg.fusion_dim, t.out_dim)
+                                                               for m in t.modalities}) for t in tasks})
+        else:
+            self.unified_head = UnifiedHead(cfg.fusion_dim, tasks)
+
+    # --- the network, piece by piece -------------------------------------------------------------
+    def tokenize(self, batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if modality not in self.modalities:
+            raise HighmodalError(f"modality {modality!r} is not one of the model's: {', '.join(self.modalities)}")
+        x, mask = batch[modality], batch.get(f"{modality}_mask")
+        if self.cfg.tokenizer == "modality":
+            return self.tokenizers[modality](x, mask)
+        return self.unified_tokenizer(modality, x, mask)
+
+    def stream(self, batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """f: tokenizer → transformer → three FC layers, ``(B, N, fusion_dim)``."""
+        tokens, mask = self.tokenize(batch, modality)
+        return self.reduce(self.f(tokens, mask)), mask
+
+    def fuse(self, a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, torch.Tensor | None]
+             ) -> tuple[tuple[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]:
+        """Two-stream path: cross-attend a↔b, g over both, then g's tokens attend back to each stream."""
+        (xa, ma), (xb, mb) = a, b
+        ua, ub = self.fuse_in(xa, xb, mb), self.fuse_in(xb, xa, ma)
+        mask = None
+        if ma is not None or mb is not None:
+            mask = torch.cat([ma if ma is not None else xa.new_ones(xa.shape[:2], dtype=torch.bool),
+                              mb if mb is not None else xb.new_ones(xb.shape[:2], dtype=torch.bool)], 1)
+        fused = self.g(torch.cat([ua, ub], 1), mask)
+        return (self.fuse_out(fused, xa, ma), mask), (self.fuse_out(fused, xb, mb), mask)
+
+    def head(self, z: tuple[torch.Tensor, torch.Tensor | None], task: str, modality: str) -> torch.Tensor:
+        pooled = masked_mean(*z)
+        if self.cfg.head == "task":
+            return self.heads[task][modality](pooled)
+        return self.unified_head(pooled, task)
+
+    def embed(self, batch: dict[str, torch.Tensor], modality: str, tokenizer: nn.Module | None = None) -> torch.Tensor:
+        """Single-stream embedding g∘f, mean-pooled: ``(B, fusion_dim)`` (what a linear probe reads).
+        ``tokenizer`` replaces the modality's own, for a modality the model was not trained on."""
+        if tokenizer is None:
+            x, mask = self.stream(batch, modality)
+        else:
+            tokens, mask = tokenizer(batch[modality], batch.get(f"{modality}_mask"))
+            x = self.reduce(self.f(tokens, mask))
+        return masked_mean(self.g(x, mask), mask)
+
+    # --- training and inference --------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
+        t = self.task(task)
+        present = [m for m in t.modalities if m in batch]
+        if not present:
+            raise HighmodalError(f"task {task!r}: the batch holds none of its modalities {list(t.modalities)}")
+        streams = {m: self.stream(batch, m) for m in present}
+        if self.cfg.inference == "fused" and len(present) > 1:
+            outs = []
+            for a, b in itertools.combinations(present, 2):
+                za, zb = self.fuse(streams[a], streams[b])
+                outs += [self.head(za, task, a), self.head(zb, task, b)]
+        else:
+            outs = [self.head((self.g(*streams[m]), streams[m][1]), task, m) for m in present]
+        return torch.stack(outs).mean(0)
+
+    def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
+        """Pairwise training (§3): two pieces, each one modality of one task, go through the fused
+        two-stream graph; a lone modality piece goes single-stream; a whole-task piece as ``forward``."""
+        if len(pieces) == 2 and all(p.modality is not None for p in pieces):
+            a, b = pieces
+            za, zb = self.fuse(self.stream(a.batch, a.modality), self.stream(b.batch, b.modality))
+            return [self.head(za, a.task, a.modality), self.head(zb, b.task, b.modality)]
+        outs = []
+        for p in pieces:
+            if p.modality is None:
+                outs.append(self(p.batch, p.task))
+            else:
+                x, mask = self.stream(p.batch, p.modality)
+                outs.append(self.head((self.g(x, mask), mask), p.task, p.modality))
+        return outs
+
+    def arch_config(self) -> dict:
+        return asdict(self.cfg)
+
+
+@register_model("omnivec2")
+def omnivec2(specs: Sequence[ModalitySpec], tasks: Sequence[Task], preset: str = "small", **overrides) -> OmniVec2:
+    return OmniVec2(specs, tasks, resolve_config(preset, **overrides))

@@ -1,0 +1,128 @@
+"""OmniVec2: presets, single-stream inference without cross-attention, two-stream fusion, masking,
+the Table 12 ablation variants, and heads per modality × task."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from highmodal.data import LoadContext, build_suite
+from highmodal.errors import HighmodalError
+from highmodal.models import create_model
+from highmodal.models.base import Piece
+from highmodal.models.omnivec2 import PRESETS, resolve_config
+from highmodal.training.batching import TaskTensors
+
+TASKS = [
+    {"name": "digits", "source": "sklearn_digits"},
+    {"name": "motions", "source": "basic_motions"},
+    {"name": "vowels", "source": "japanese_vowels"},
+    {"name": "cancer", "source": "breast_cancer"},
+]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return build_suite(TASKS, LoadContext(seed=0))
+
+
+def model_for(suite, **options):
+    torch.manual_seed(0)
+    return create_model("omnivec2", suite.specs, [td.task for td in suite], preset="tiny", **options).eval()
+
+
+def batch(suite, task: str, rows=slice(0, 6)) -> dict[str, torch.Tensor]:
+    td = suite[task]
+    return TaskTensors(td.task, td.splits["train"]).batch(rows)
+
+
+def test_presets_and_bad_options():
+    assert set(PRESETS) == {"tiny", "small", "base"}
+    assert resolve_config("base").d_model == 768
+    with pytest.raises(HighmodalError, match=r"unknown OmniVec2 option 'fusion_dims'.*fusion_dim"):
+        resolve_config("tiny", fusion_dims=3)
+    with pytest.raises(HighmodalError, match=r"model.options.head: 'shared' is not one of task, unified"):
+        resolve_config("tiny", head="shared")
+
+
+def test_one_head_per_modality_and_task(suite):
+    model = model_for(suite)
+    assert set(model.heads["motions"]) == {"accelerometer", "gyroscope"}
+    for name in ("digits", "motions", "vowels", "cancer"):
+        out = model(batch(suite, name), name)
+        assert out.shape == (6, suite[name].task.out_dim) and torch.isfinite(out).all()
+
+
+def test_single_stream_inference_never_uses_cross_attention(suite):
+    model = model_for(suite)
+    b = batch(suite, "motions")
+    before = model(b, "motions")
+    with torch.no_grad():
+        for p in [*model.fuse_in.parameters(), *model.fuse_out.parameters()]:
+            p.add_(torch.randn_like(p))
+    torch.testing.assert_close(model(b, "motions"), before)
+    # h∘g∘f per present modality, averaged
+    manual = torch.stack([model.head((model.g(*model.stream(b, m)), None), "motions", m)
+                          for m in ("accelerometer", "gyroscope")]).mean(0)
+    torch.testing.assert_close(before, manual)
+
+
+def test_fused_path_mixes_the_two_streams(suite):
+    model = model_for(suite)
+    a, b = batch(suite, "digits"), batch(suite, "vowels")
+    out_a, out_b = model.step_outputs([Piece("digits", "digit_pixels", a), Piece("vowels", "lpc_cepstra", b)])
+    other = batch(suite, "vowels", slice(6, 12))
+    again, _ = model.step_outputs([Piece("digits", "digit_pixels", a), Piece("vowels", "lpc_cepstra", other)])
+    assert not torch.allclose(out_a, again), "stream a's output must depend on stream b's input"
+    (out_a.sum() + out_b.sum()).backward()
+    for name in ("fuse_in", "fuse_out", "g", "f", "reduce"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), name
+    assert model.heads["digits"]["digit_pixels"][1].weight.grad is not None
+    assert model.heads["cancer"]["cell_nuclei"][1].weight.grad is None
+
+
+def test_fused_inference_option(suite):
+    model = model_for(suite, inference="fused")
+    b = batch(suite, "motions")
+    out = model(b, "motions")
+    (za, zb) = model.fuse(model.stream(b, "accelerometer"), model.stream(b, "gyroscope"))
+    manual = (model.head(za, "motions", "accelerometer") + model.head(zb, "motions", "gyroscope")) / 2
+    torch.testing.assert_close(out, manual)
+    only = {k: v for k, v in b.items() if not k.startswith("gyroscope")}
+    assert model(only, "motions").shape == out.shape  # one modality present: single stream
+
+
+def test_padding_does_not_change_a_variable_length_sample(suite):
+    model = model_for(suite)
+    td = suite["vowels"]
+    data = TaskTensors(td.task, td.splits["train"])
+    lengths = data.masks["lpc_cepstra"].sum(1)
+    short, long = int(lengths.argmin()), int(lengths.argmax())
+    alone = data.batch(torch.tensor([short]))
+    n = int(lengths[short])
+    alone["lpc_cepstra"], alone["lpc_cepstra_mask"] = alone["lpc_cepstra"][:, :n], alone["lpc_cepstra_mask"][:, :n]
+    together = data.batch(torch.tensor([short, long]))
+    torch.testing.assert_close(model(alone, "vowels")[0], model(together, "vowels")[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"tokenizer": "unified"}, {"head": "unified"},
+                                     {"tokenizer": "unified", "head": "unified"}])
+def test_ablation_variants(suite, options):
+    model = model_for(suite, **options)
+    base = model_for(suite)
+    assert hasattr(model, "unified_tokenizer") == (options.get("tokenizer") == "unified")
+    assert hasattr(model, "unified_head") == (options.get("head") == "unified")
+    for name in ("digits", "motions"):
+        out = model(batch(suite, name), name)
+        assert out.shape == base(batch(suite, name), name).shape and torch.isfinite(out).all()
+    if options.get("tokenizer") == "unified":
+        assert not any(n.startswith("tokenizers.") for n, _ in model.named_parameters())
+
+
+def test_embedding_for_probes(suite):
+    model = model_for(suite)
+    emb = model.embed(batch(suite, "digits"), "digit_pixels")
+    assert emb.shape == (6, PRESETS["tiny"].fusion_dim)
+    with pytest.raises(HighmodalError, match="modality 'nope' is not one of the model's"):
+        model.embed({"nope": torch.zeros(2, 3, 1)}, "nope")
