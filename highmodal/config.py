@@ -146,6 +146,12 @@ class TrainConfig:
     # ``only_tasks`` are trained (None: all), and the best epoch is picked on ``select_on`` (None: trained ones).
     only_tasks: list[str] | None = None
     select_on: list[str] | None = None
+    # Which tasks share a step (training/samplers.py; None: the model's own, staggered for HighMMT and
+    # pairwise for OmniVec2), and how their losses are weighted (training/balancing.py).
+    sampler: str | None = None
+    pair_alpha: float = 0.0  # pairwise: draw modalities ∝ rows^alpha (0: uniform, as OmniVec2)
+    balance: str = "equal"  # equal | dwa | uncertainty
+    balance_temperature: float = 2.0  # DWA's T
 
     def __post_init__(self) -> None:
         checks = {
@@ -159,6 +165,7 @@ class TrainConfig:
             "modality_dropout": 0 <= self.modality_dropout < 1,
             "grad_accum": self.grad_accum >= 1,
             "memory_budget_gb": self.memory_budget_gb is None or self.memory_budget_gb > 0,
+            "pair_alpha": self.pair_alpha >= 0, "balance_temperature": self.balance_temperature > 0,
         }
         for key, ok in checks.items():
             if not ok:

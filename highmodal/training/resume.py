@@ -30,6 +30,8 @@ class Progress:
     step: int = 0
     epoch_rng: dict = field(default_factory=dict)
     sums: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    balance: dict = field(default_factory=dict)
     best_score: float = -math.inf
     best_epoch: int = -1
     best_val: dict | None = None

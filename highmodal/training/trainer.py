@@ -1,5 +1,6 @@
-"""One training loop for every model: staggered multitask steps, AdamW + warm-up/cosine, selection
-of the best epoch by aggregated validation skill, metrics.jsonl and TensorBoard logging."""
+"""One training loop for every model: multitask steps from a sampler (HighMMT's staggered schedule,
+OmniVec2's modality pairs), task balancing, AdamW + warm-up/cosine, selection of the best epoch by
+aggregated validation skill, metrics.jsonl and TensorBoard logging."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from tqdm import tqdm
 from highmodal.config import TrainConfig
 from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.models.base import MultitaskModel
+from highmodal.models.base import MultitaskModel, Piece
+from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors, micro_batches
 from highmodal.training.evaluation import aggregate, evaluate_suite
 from highmodal.training.losses import LOSSES
 from highmodal.training.memory import GIB, available_bytes, check_step_fits, hint, oom_as_error
 from highmodal.training.resume import Progress, TrainingDiverged, load_checkpoint, save_checkpoint, trim_log
-from highmodal.training.schedule import staggered_schedule
+from highmodal.training.samplers import create_sampler
 
 
 def warmup_cosine(total_steps: int, warmup_frac: float, min_ratio: float):
@@ -60,10 +62,15 @@ class Trainer:
         self.train_data = {td.task.name: TaskTensors(td.task, td.splits["train"], self.device) for td in trained}
         self.val_data = {td.task.name: TaskTensors(td.task, td.splits["val"], self.device) for td in self.val_suite}
         self.batch_sizes = {td.task.name: td.task.batch_size or cfg.batch_size for td in trained}
-        self.num_batches = {n: d.num_batches(self.batch_sizes[n]) for n, d in self.train_data.items()}
-        self.schedule = staggered_schedule(self.num_batches)
-        self.total_steps = cfg.epochs * len(self.schedule)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sampler = create_sampler(cfg.sampler or model.default_sampler, self.train_data, self.batch_sizes,
+                                      cfg.pair_alpha)
+        self.total_steps = cfg.epochs * len(self.sampler)
+        self.balancer = create_balancer(cfg.balance, {n: d.task for n, d in self.train_data.items()},
+                                        cfg.balance_temperature).to(self.device)
+        groups = [{"params": list(model.parameters())}]
+        if extra := list(self.balancer.parameters()):
+            groups.append({"params": extra, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
@@ -77,42 +84,45 @@ class Trainer:
         hidden = {m for m, d in zip(modalities, drop, strict=True) if d}
         return {k: v for k, v in batch.items() if k not in hidden and k.removesuffix("_mask") not in hidden}
 
-    def _step(self, batches: dict[str, dict[str, torch.Tensor]], where: str) -> dict[str, torch.Tensor]:
-        """One optimizer update. With ``grad_accum`` = K every task's batch is cut into K micro-batches
-        and each slice of the step is backpropagated before the next, so activations shrink K-fold
-        while the gradient stays the full batch's (each micro loss is weighted by its share of rows;
-        only BatchNorm heads see different statistics)."""
-        for name, batch in batches.items():
-            modalities = self.model.task(name).modalities
-            if self.cfg.modality_dropout > 0 and len(modalities) > 1:
-                batches[name] = self._drop_modalities(batch, modalities)
+    def _step(self, pieces: list[Piece], where: str) -> list[tuple[str, torch.Tensor]]:
+        """One optimizer update; returns each piece's (task, loss). With ``grad_accum`` = K every
+        piece's batch is cut into K micro-batches (row-aligned, so paired streams stay paired) and
+        each slice of the step is backpropagated before the next, so activations shrink K-fold while
+        the gradient stays the full batch's (each micro loss is weighted by its share of rows; only
+        BatchNorm heads see different statistics)."""
+        for p in pieces:
+            modalities = self.model.task(p.task).modalities
+            if p.modality is None and self.cfg.modality_dropout > 0 and len(modalities) > 1:
+                p.batch = self._drop_modalities(p.batch, modalities)
         accum = self.cfg.grad_accum
-        pieces = {n: micro_batches(b, accum) for n, b in batches.items()}
-        losses: dict[str, torch.Tensor] = {}
+        slices = [micro_batches(p.batch, accum) for p in pieces]
+        losses: list[torch.Tensor | None] = [None] * len(pieces)
         self.optimizer.zero_grad(set_to_none=True)
         with oom_as_error(where, hint(accum)):
             for k in range(accum):
-                micro = {n: p[k] for n, p in pieces.items() if len(p[k]["target"])}
-                if not micro:  # fewer rows than micro-batches
+                keep = [i for i, sl in enumerate(slices) if len(sl[k]["target"])]
+                if not keep:  # fewer rows than micro-batches
                     break
-                parts = {}
-                for name, batch in micro.items():
-                    loss = LOSSES.get(self.model.task(name).target)(self.model(batch, name), batch["target"])
-                    parts[name] = loss if accum == 1 else loss * (len(batch["target"]) / len(batches[name]["target"]))
-                total = sum(self.model.task(n).weight * loss for n, loss in parts.items())
+                micro = [Piece(pieces[i].task, pieces[i].modality, slices[i][k]) for i in keep]
+                parts = []
+                for i, p, out in zip(keep, micro, self.model.step_outputs(micro), strict=True):
+                    loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
+                    share = len(p.batch["target"]) / len(pieces[i].batch["target"])
+                    parts.append((i, loss if accum == 1 else loss * share))
+                total = sum(self.balancer.combine(pieces[i].task, loss) for i, loss in parts)
                 if not torch.isfinite(total):
-                    bad = [n for n, loss in parts.items() if not torch.isfinite(loss)]
+                    bad = [pieces[i].task for i, loss in parts if not torch.isfinite(loss)]
                     at = where if accum == 1 else f"{where} (micro-batch {k + 1}/{accum})"
-                    raise TrainingDiverged(f"non-finite loss in task {', '.join(bad)} at {at}")
+                    raise TrainingDiverged(f"non-finite loss in task {', '.join(bad) or 'balancing'} at {at}")
                 total.backward()
-                for n, loss in parts.items():
-                    losses[n] = losses[n] + loss.detach() if n in losses else loss.detach()
+                for i, loss in parts:
+                    losses[i] = loss.detach() if losses[i] is None else losses[i] + loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         if not torch.isfinite(norm):
-            raise TrainingDiverged(f"non-finite gradients from tasks {', '.join(batches)} at {where}")
+            raise TrainingDiverged(f"non-finite gradients from tasks {', '.join(p.task for p in pieces)} at {where}")
         self.optimizer.step()
         self.scheduler.step()
-        return losses
+        return [(p.task, loss) for p, loss in zip(pieces, losses, strict=True) if loss is not None]
 
     def check_memory(self) -> int | None:
         """The resource guard: refuse, before the first step, a step that cannot fit in memory."""
@@ -120,8 +130,8 @@ class Trainer:
             return None
         budget = (int(self.cfg.memory_budget_gb * GIB) if self.cfg.memory_budget_gb is not None
                   else available_bytes(self.device))
-        return check_step_fits(self.model, self.optimizer, self.train_data, self.schedule, self.batch_sizes,
-                               self.cfg.grad_accum, budget)
+        steps, rows = self.sampler.memory_plan()
+        return check_step_fits(self.model, self.optimizer, self.train_data, steps, rows, self.cfg.grad_accum, budget)
 
     def fit(self, resume: bool = False) -> dict:
         """Train for ``cfg.epochs``; leave the model holding the best validation epoch's weights.
@@ -135,6 +145,7 @@ class Trainer:
         best_state = None
         if resume and self.run_dir is not None:
             p, best_state = load_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler)
+            self.balancer.load_state(p.balance)
             trim_log(self.run_dir / "metrics.jsonl", p.epoch)
         self.check_memory()
         writer = log = None
@@ -150,25 +161,28 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.model.train()
                 rng.bit_generator.state = p.epoch_rng
-                iters = {n: d.shuffled(self.batch_sizes[n], rng) for n, d in self.train_data.items()}
                 seen = dict.fromkeys(self.train_data, 0)
-                for i, active in enumerate(self.schedule):
-                    batches = {n: next(iters[n]) for n in active}
-                    for n in active:
-                        seen[n] += 1
+                for i, pieces in enumerate(self.sampler.epoch(rng)):
+                    for piece in pieces:
+                        seen[piece.task] += 1
                     if i < p.step_in_epoch:  # already trained before the interruption: replay the draw only
                         continue
-                    where = (f"epoch {p.epoch}, step {p.step + 1}, batch "
-                             + ", ".join(f"{n}#{seen[n]}" for n in active))
-                    for n, loss in self._step(batches, where).items():
+                    where = f"epoch {p.epoch}, step {p.step + 1}, batch " + ", ".join(
+                        f"{q.task}#{seen[q.task]}" + (f" ({q.modality})" if q.modality else "") for q in pieces)
+                    for n, loss in self._step(pieces, where):
                         p.sums[n] = p.sums.get(n, 0.0) + loss
+                        p.counts[n] = p.counts.get(n, 0) + 1
                     p.step += 1
                     p.step_in_epoch = i + 1
                     bar.update()
                     every = self.cfg.checkpoint_every
-                    if self.run_dir is not None and every and p.step % every == 0 and i + 1 < len(self.schedule):
+                    if self.run_dir is not None and every and p.step % every == 0 and i + 1 < len(self.sampler):
+                        p.balance = self.balancer.state()
                         save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
-                train_loss = {n: float(p.sums.get(n, 0.0)) / self.num_batches[n] for n in self.train_data}
+                train_loss = {n: float(p.sums[n]) / p.counts[n] if p.counts.get(n) else math.nan
+                              for n in self.train_data}
+                weights = self.balancer.weights()  # the weights this epoch trained with
+                self.balancer.end_epoch(train_loss)
                 self.model.eval()
                 with oom_as_error(f"validation after epoch {p.epoch}", "lower train.eval_batch_size"):
                     val = evaluate_suite(self.model, self.val_suite, "val", self.cfg.eval_batch_size,
@@ -180,11 +194,12 @@ class Trainer:
                     p.best_val = val
                 record = {
                     "epoch": p.epoch, "step": p.step, "lr": self.scheduler.get_last_lr()[0],
-                    "train_loss": train_loss, "val_score": score,
+                    "train_loss": train_loss, "loss_weights": weights, "val_score": score,
                     "val": {n: r["metrics"] for n, r in val.items()}, "seconds": time.perf_counter() - t0,
                 }
                 bar.set_postfix(epoch=p.epoch, val=f"{score:.3f}")
-                p.epoch, p.step_in_epoch, p.sums, p.epoch_rng = p.epoch + 1, 0, {}, rng.bit_generator.state
+                p.epoch, p.step_in_epoch, p.sums, p.counts = p.epoch + 1, 0, {}, {}
+                p.epoch_rng, p.balance = rng.bit_generator.state, self.balancer.state()
                 if writer is not None and log is not None:
                     save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
                     log.write(json.dumps(record) + "\n")

@@ -13,6 +13,7 @@ import yaml
 from highmodal.config import TrainConfig
 from highmodal.data import LoadContext, build_suite
 from highmodal.models import create_model
+from highmodal.models.base import Piece
 from highmodal.training.batching import micro_batches
 from highmodal.training.memory import OutOfMemory, check_step_fits, measure_costs
 from highmodal.training.trainer import Trainer
@@ -32,8 +33,8 @@ def trainer(suite, **train) -> Trainer:
 
 
 def step_grads(t: Trainer, rows: int) -> tuple[dict, dict]:
-    batches = {n: d.batch(slice(0, rows)) for n, d in t.train_data.items()}
-    losses = t._step(batches, "test")
+    pieces = [Piece(n, None, d.batch(slice(0, rows))) for n, d in t.train_data.items()]
+    losses = dict(t._step(pieces, "test"))
     return losses, {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
 
 
@@ -64,8 +65,8 @@ def test_estimate_grows_with_batch_and_shrinks_with_accumulation(suite):
     assert all(c.per_sample > 0 for c in costs.values())
 
     def need(batch: int, accum: int) -> int:
-        return check_step_fits(t.model, t.optimizer, t.train_data, t.schedule, dict.fromkeys(t.train_data, batch),
-                               accum, None)
+        return check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule,
+                               dict.fromkeys(t.train_data, batch), accum, None)
 
     assert need(64, 1) > need(16, 1) and need(64, 4) < need(64, 1)
     assert need(64, 4) == need(16, 1)  # four micro-batches of 16 cost what one batch of 16 does
@@ -73,12 +74,12 @@ def test_estimate_grows_with_batch_and_shrinks_with_accumulation(suite):
 
 def test_guard_names_task_and_the_accumulation_that_fits(suite):
     t = trainer(suite, batch_size=256)
-    need = check_step_fits(t.model, t.optimizer, t.train_data, t.schedule, t.batch_sizes, 1, None)
+    need = check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.batch_sizes, 1, None)
     with pytest.raises(OutOfMemory, match=r"largest task '(digits|cancer)' at micro-batch 256.*set train.grad_accum: "
                                           r"([2-9]|\d\d+) "):
-        check_step_fits(t.model, t.optimizer, t.train_data, t.schedule, t.batch_sizes, 1, int(need * 0.6))
+        check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.batch_sizes, 1, int(need * 0.6))
     with pytest.raises(OutOfMemory, match="even one sample per micro-batch does not fit"):
-        check_step_fits(t.model, t.optimizer, t.train_data, t.schedule, t.batch_sizes, 1, 1000)
+        check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.batch_sizes, 1, 1000)
 
 
 LIMITED = textwrap.dedent("""

@@ -1,0 +1,116 @@
+"""Multitask samplers: which tasks (and modalities) make up each training step of an epoch.
+
+A sampler's ``epoch(rng)`` yields the steps of one epoch as lists of ``Piece``s, drawing every
+random choice from ``rng`` only, so replaying an epoch from the RNG state stored in a checkpoint
+reproduces its batches exactly (resumption stays bit-identical).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from highmodal.errors import HighmodalError
+from highmodal.models.base import Piece
+from highmodal.registry import Registry
+from highmodal.training.batching import TaskTensors
+from highmodal.training.schedule import staggered_schedule
+
+SAMPLERS: Registry[type] = Registry("sampler")
+
+
+@SAMPLERS.register("staggered")
+class StaggeredSampler:
+    """HighMMT (Appendix B.5): every task's batches once per epoch, small tasks joining late."""
+
+    def __init__(self, data: dict[str, TaskTensors], batch_sizes: dict[str, int], alpha: float = 0.0) -> None:
+        self.data, self.batch_sizes = data, batch_sizes
+        self.schedule = staggered_schedule({n: d.num_batches(batch_sizes[n]) for n, d in data.items()})
+
+    def __len__(self) -> int:
+        return len(self.schedule)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[list[Piece]]:
+        iters = {n: d.shuffled(self.batch_sizes[n], rng) for n, d in self.data.items()}
+        for active in self.schedule:
+            yield [Piece(n, None, next(iters[n])) for n in active]
+
+    def memory_plan(self) -> tuple[list[tuple[str, ...]], dict[str, int]]:
+        """Steps as task tuples and the rows each task brings, for the memory guard."""
+        return [tuple(s) for s in self.schedule], dict(self.batch_sizes)
+
+
+@SAMPLERS.register("pairwise")
+class PairwiseSampler:
+    """OmniVec2 (§3, §3.2.1): each step draws two different modalities, then one task for each
+    among the tasks that have it, and half a batch of each; the model fuses the two streams.
+
+    Choices the paper leaves open: modalities are drawn with probability ∝ (training rows)^alpha —
+    alpha = 0 (default) is the paper's uniform draw, alpha = 1 proportional to data; when both
+    draws land on the same task (two modalities of one multimodal task) the two streams hold the
+    same rows, so the fusion sees truly paired inputs. Both streams get ``min`` of the two tasks'
+    half batch sizes (cross-attention pairs rows). Rows of each task are drawn without replacement
+    from a reshuffled permutation, wrapping around when used up. An epoch has as many steps as one
+    pass over every task in full batches. With a single modality there is nothing to pair, and each
+    step is one single-stream batch of it.
+    """
+
+    def __init__(self, data: dict[str, TaskTensors], batch_sizes: dict[str, int], alpha: float = 0.0) -> None:
+        self.data, self.batch_sizes = data, batch_sizes
+        self.owners: dict[str, list[str]] = {}
+        for name, d in data.items():
+            for m in d.task.modalities:
+                self.owners.setdefault(m, []).append(name)
+        self.modalities = list(self.owners)
+        rows = np.array([sum(len(data[t]) for t in self.owners[m]) for m in self.modalities], dtype=float)
+        self.probs = rows**alpha / (rows**alpha).sum()
+        self.steps = sum(d.num_batches(batch_sizes[n]) for n, d in data.items())
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[list[Piece]]:
+        perms: dict[str, np.ndarray] = {}
+        cursor: dict[str, int] = {}
+
+        def rows(task: str, n: int) -> torch.Tensor:
+            out = []
+            while n > 0:
+                if cursor.get(task, math.inf) >= len(perms.get(task, ())):
+                    perms[task], cursor[task] = rng.permutation(len(self.data[task])), 0
+                take = perms[task][cursor[task] : cursor[task] + n]
+                cursor[task] += len(take)
+                out.append(take)
+                n -= len(take)
+            return torch.as_tensor(np.concatenate(out))
+
+        for _ in range(self.steps):
+            if len(self.modalities) < 2:
+                (m,) = self.modalities
+                task = self.owners[m][int(rng.integers(len(self.owners[m])))]
+                yield [Piece(task, m, self.data[task].batch(rows(task, self.batch_sizes[task])))]
+                continue
+            ia, ib = rng.choice(len(self.modalities), 2, replace=False, p=self.probs)
+            ma, mb = self.modalities[ia], self.modalities[ib]
+            ta = self.owners[ma][int(rng.integers(len(self.owners[ma])))]
+            tb = self.owners[mb][int(rng.integers(len(self.owners[mb])))]
+            half = max(min(self.batch_sizes[ta], self.batch_sizes[tb]) // 2, 1)
+            idx_a = rows(ta, half)
+            idx_b = idx_a if ta == tb else rows(tb, half)
+            yield [Piece(ta, ma, self.data[ta].batch(idx_a)), Piece(tb, mb, self.data[tb].batch(idx_b))]
+
+    def memory_plan(self) -> tuple[list[tuple[str, ...]], dict[str, int]]:
+        """Any two tasks may share a step, each with half its batch (costs are measured per whole task,
+        so this over-estimates a one-modality stream of a multimodal task)."""
+        names = list(self.data)
+        steps = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [(names[0],)]
+        return steps, {n: max(b // 2, 1) for n, b in self.batch_sizes.items()}
+
+
+def create_sampler(name: str, data: dict[str, TaskTensors], batch_sizes: dict[str, int], alpha: float):
+    if not data:
+        raise HighmodalError("no task to train")
+    return SAMPLERS.get(name)(data, batch_sizes, alpha)
