@@ -222,15 +222,19 @@ def test_tubelets_on_avletters(shared):
 def test_spectrogram_patches_on_japanese_vowels(packaged):
     td = packaged("japanese_vowels")
     x, mask = samples(td, "lpc_cepstra", slice(0, 12))
-    tok = tokenizer(td, "lpc_cepstra")
-    _, token_mask = check_forward(tok, x, mask, 8 * 2)  # 29 frames → 8 time patches; 12 cepstra → 2
+    frames = tokenizer(td, "lpc_cepstra")  # default: all 12 cepstra in each patch (SSAST frame patches)
+    _, token_mask = check_forward(frames, x, mask, 8)  # 29 frames → 8 time patches
+    assert torch.equal(token_mask, torch.arange(8)[None] * 4 < lengths(mask)[:, None])
+    tok = tokenizer(td, "lpc_cepstra", {"patch_freq": 8})
+    _, token_mask = check_forward(tok, x, mask, 8 * 2)  # 12 cepstra → 2 frequency patches
     expected = (torch.arange(8)[None] * 4 < lengths(mask)[:, None]).repeat_interleave(2, dim=1)
     assert torch.equal(token_mask, expected)  # time-major: both frequency patches of a time patch share it
     assert_padding_invariant(tok, x, mask, *pair(mask, 4))
+    assert_padding_invariant(frames, x, mask, *pair(mask, 4))
 
 
 @pytest.mark.parametrize(("source", "modality", "n_tokens"), [
-    ("fsdd", "fsdd_audio", 25 * 5), ("avletters", "avletters_audio", 20 * 4)])
+    ("fsdd", "fsdd_audio", 25), ("avletters", "avletters_audio", 20)])
 def test_spectrogram_patches_on_shared_audio(shared, source, modality, n_tokens):
     td = shared(source)
     x, mask = samples(td, modality, slice(0, 8))
