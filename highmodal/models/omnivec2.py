@@ -13,8 +13,10 @@ There is no official code; the choices the paper leaves open, all configurable:
   features, again residually. Because both cross-attentions are residual, dropping them is the
   identity, so the single-stream inference path h∘g∘f (§3.2.3) is exactly the training graph with
   the cross-attention removed; that is why the residual form was chosen.
-* A head pools real tokens by their mean and applies LayerNorm → Linear → GELU → Linear (the paper's
-  ViT-Tiny heads are too large for our tasks).
+* A head pools its stream's real tokens (max by default, ``pool: mean`` optional) and applies
+  LayerNorm → Linear → GELU → Linear (the paper's ViT-Tiny heads are too large for our tasks).
+  Max pooling learned faster from scratch: OmniVec2-tiny's MNIST loss after 200 steps was 1.10 with
+  max and 1.69 with mean pooling.
 * A task with several modalities is predicted from each present modality alone and the head
   outputs averaged (``inference: single``, the paper's path); ``inference: fused`` runs every pair of
   present modalities through the two-stream graph instead.
@@ -37,9 +39,11 @@ from highmodal.modalities.tokenizers import create_tokenizer
 from highmodal.modalities.unified import UnifiedTokenizer
 from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.registry import register_model
-from highmodal.nn.transformer import Block, Transformer, masked_mean
+from highmodal.nn.transformer import Block, Transformer, masked_max, masked_mean
 
-CHOICES = {"tokenizer": ("modality", "unified"), "head": ("task", "unified"), "inference": ("single", "fused")}
+CHOICES = {"tokenizer": ("modality", "unified"), "head": ("task", "unified"), "inference": ("single", "fused"),
+           "pool": ("max", "mean")}
+POOLS = {"max": masked_max, "mean": masked_mean}
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class OmniVec2Config:
     tokenizer: str = "modality"  # "unified": one shared tokenizer (Table 12 ablation)
     head: str = "task"  # one head per modality × task; "unified": one shared head (Table 12 ablation)
     inference: str = "single"
+    pool: str = "max"  # how a head pools its stream's real tokens
     tokenizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-kind tokenizer options
 
     def __post_init__(self) -> None:
@@ -155,11 +160,11 @@ class OmniVec2(MultitaskModel):
         if ma is not None or mb is not None:
             mask = torch.cat([ma if ma is not None else xa.new_ones(xa.shape[:2], dtype=torch.bool),
                               mb if mb is not None else xb.new_ones(xb.shape[:2], dtype=torch.bool)], 1)
-        fused = self.g(torch.cat([ua, ub], 1), mask)
-        return (self.fuse_out(fused, xa, ma), mask), (self.fuse_out(fused, xb, mb), mask)
+        fused_a, fused_b = self.g(torch.cat([ua, ub], 1), mask).split([xa.shape[1], xb.shape[1]], 1)
+        return (self.fuse_out(fused_a, xa, ma), ma), (self.fuse_out(fused_b, xb, mb), mb)
 
     def head(self, z: tuple[torch.Tensor, torch.Tensor | None], task: str, modality: str) -> torch.Tensor:
-        pooled = masked_mean(*z)
+        pooled = POOLS[self.cfg.pool](*z)
         if self.cfg.head == "task":
             return self.heads[task][modality](pooled)
         return self.unified_head(pooled, task)
@@ -172,7 +177,7 @@ class OmniVec2(MultitaskModel):
         else:
             tokens, mask = tokenizer(batch[modality], batch.get(f"{modality}_mask"))
             x = self.reduce(self.f(tokens, mask))
-        return masked_mean(self.g(x, mask), mask)
+        return POOLS[self.cfg.pool](self.g(x, mask), mask)
 
     # --- training and inference --------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:

@@ -53,6 +53,13 @@ class Transformer(nn.Module):
         return self.norm(x)
 
 
+def masked_max(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Max over the token axis of ``(B, N, D)``, over real tokens only."""
+    if mask is None:
+        return x.amax(1)
+    return x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over the token axis of ``(B, N, D)``, counting only real tokens."""
     if mask is None:
