@@ -1,5 +1,6 @@
 """Real-data benchmark: ONE HighMMT multitask model vs one HighMMT model per task vs a classical
-baseline per task, on the same splits; writes ``results.md`` and ``results.json``."""
+baseline per task, plus any further multitask models the suite lists (e.g. OmniVec2), all on the
+same splits; writes ``results.md`` and ``results.json``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import platform
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch
 
 from highmodal import __version__
 from highmodal.bench.classical import fit_classical
-from highmodal.config import ExperimentConfig, from_mapping, read_yaml
+from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml, to_mapping
 from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
 from highmodal.fileio import atomic_write_text
@@ -47,12 +49,26 @@ class QuickConfig:
 
 
 @dataclasses.dataclass
+class ExtraModel:
+    """One more multitask model trained on every task, reported as its own column. ``train`` overrides
+    the suite's training settings; ``task_options`` adds loader options per task (another view of the
+    same data, e.g. subword text or point sets, on the same splits); ``quick_preset`` for ``--quick``."""
+
+    label: str
+    model: ModelConfig
+    train: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+    task_options: dict[str, dict[str, typing.Any]] = dataclasses.field(default_factory=dict)
+    quick_preset: str = "tiny"
+
+
+@dataclasses.dataclass
 class SuiteConfig(ExperimentConfig):
     """An experiment plus what the report needs: published references and a pointer to the analysis."""
 
     references: dict[str, Reference] = dataclasses.field(default_factory=dict)
     quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
     notes: str = ""
+    models: list[ExtraModel] = dataclasses.field(default_factory=list)
     heterogeneity: HeterogeneityConfig = dataclasses.field(default_factory=HeterogeneityConfig)
 
 
@@ -86,11 +102,24 @@ def _experiment(cfg: SuiteConfig, name: str, tasks: list[dict]) -> ExperimentCon
     return ExperimentConfig(**(fields | {"name": name, "tasks": tasks}))
 
 
+def extra_experiment(cfg: SuiteConfig, extra: ExtraModel, quick: bool, names: set[str]) -> ExperimentConfig:
+    """``names``: every task of the suite (quick mode trains a subset)."""
+    for name in extra.task_options:
+        if name not in names:
+            raise HighmodalError(f"models[{extra.label}].task_options: unknown task {name!r}; "
+                                 f"tasks: {', '.join(sorted(names))}")
+    tasks = [t | extra.task_options.get(t["name"], {}) for t in cfg.tasks]
+    train = from_mapping(TrainConfig, to_mapping(cfg.train) | extra.train, f"models[{extra.label}].train")
+    model = dataclasses.replace(extra.model, preset=extra.quick_preset if quick else extra.model.preset)
+    return ExperimentConfig(name=extra.label, tasks=tasks, seed=cfg.seed, model=model, train=train)
+
+
 def run_suite(
     suite_name: str, out: Path, report_dir: Path | None, data_root: Path | None, quick: bool = False,
     overwrite: bool = False, progress: bool = True, command: str = "", log=print,
 ) -> dict:
     cfg, config_dir = load_suite_config(suite_name)
+    names = {t.get("name") for t in cfg.tasks}
     if quick:
         keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
         cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
@@ -98,6 +127,7 @@ def run_suite(
         cfg.model.preset = cfg.quick.preset
     if out.exists() and not overwrite:
         raise HighmodalError(f"{out}: suite output directory exists; pass --overwrite to replace it")
+    extras = {e.label: extra_experiment(cfg, e, quick, names) for e in cfg.models}  # bad settings fail before training
     t0 = time.perf_counter()
     suite = suite_for(cfg, config_dir, data_root)
     log(f"loaded {len(suite)} tasks in {time.perf_counter() - t0:.1f} s")
@@ -119,6 +149,14 @@ def run_suite(
         single[name], single_summary[name] = res[name], summ
         log(f"(c) classical baseline on {name}")
         classical[name] = fit_classical(td, cfg.seed)
+    extra_results, extra_summary = {}, {}
+    for label, exp in extras.items():
+        log(f"({label}) one {exp.model.name} ({exp.model.preset}) model for all tasks")
+        extra_suite = suite_for(exp, config_dir, data_root)
+        if quick:
+            extra_suite = cap_suite(extra_suite, cfg.quick.max_train, cfg.quick.max_eval, cfg.seed)
+        _, extra_results[label], extra_summary[label] = train_experiment(
+            exp, out / label, config_dir, data_root, overwrite, progress, log, suite=extra_suite)
 
     rows = []
     for td in suite:
@@ -136,26 +174,28 @@ def run_suite(
                 "highmmt_multitask": multi[t.name]["metrics"][primary],
                 "highmmt_single": single[t.name]["metrics"][primary],
                 "classical": classical[t.name]["metrics"][primary],
-            },
+            } | {label: res[t.name]["metrics"][primary] for label, res in extra_results.items()},
             "skill": {
                 "highmmt_multitask": multi[t.name]["skill"],
                 "highmmt_single": single[t.name]["skill"],
                 "classical": classical[t.name]["skill"],
-            },
+            } | {label: res[t.name]["skill"] for label, res in extra_results.items()},
             "params": {"highmmt_multitask": multi_summary["params"],
                        "highmmt_single": single_summary[t.name]["params"]},
             "train_seconds": {"highmmt_single": single_summary[t.name]["train_seconds"],
                               "classical": classical[t.name]["seconds"]},
             "reference": {"value": ref.value, "source": ref.source},
         })
-    models = ("highmmt_multitask", "highmmt_single", "classical")
+    models = ("highmmt_multitask", "highmmt_single", "classical", *extra_results)
     summary = {
         "mean_skill": {m: float(np.mean([r["skill"][m] for r in rows])) for m in models},
         "total_params": {"highmmt_multitask": multi_summary["params"],
-                         "highmmt_single": int(sum(s["params"] for s in single_summary.values()))},
+                         "highmmt_single": int(sum(s["params"] for s in single_summary.values()))}
+        | {label: s["params"] for label, s in extra_summary.items()},
         "train_seconds": {"highmmt_multitask": multi_summary["train_seconds"],
                           "highmmt_single": float(sum(s["train_seconds"] for s in single_summary.values())),
-                          "classical": float(sum(c["seconds"] for c in classical.values()))},
+                          "classical": float(sum(c["seconds"] for c in classical.values()))}
+        | {label: s["train_seconds"] for label, s in extra_summary.items()},
         "multitask_beats_classical": int(sum(
             (r["skill"]["highmmt_multitask"] > r["skill"]["classical"]) for r in rows)),
         "tasks": len(rows),
@@ -166,6 +206,9 @@ def run_suite(
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "highmodal": __version__},
         "tasks": rows, "summary": summary, "notes": "" if quick else cfg.notes,
+        "extra_models": [{"label": e.label, "model": e.model.name,
+                          "preset": e.quick_preset if quick else e.model.preset, "train": e.train,
+                          "task_options": e.task_options} for e in cfg.models],
     }
     report_dir = report_dir or out
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -179,8 +222,20 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
+def extra_columns(report: dict) -> list[tuple[str, str, dict]]:
+    """(letter, label, description) of the extra multitask models, lettered after (a)–(c)."""
+    return [(chr(ord("d") + i), e["label"], e) for i, e in enumerate(report.get("extra_models", []))]
+
+
 def render_markdown(report: dict) -> str:
     s = report["summary"]
+    extras = extra_columns(report)
+    described = "".join(
+        f" ({letter}) ONE {e['model']} model (preset `{e['preset']}`) trained on all tasks"
+        + (f", training overrides {e['train']}" if e["train"] else "")
+        + (", with other views of some tasks' data (" + "; ".join(f"{t}: {o}" for t, o in e["task_options"].items())
+           + ")" if e["task_options"] else "") + ";"
+        for letter, _, e in extras)
     lines = [
         f"# Results: suite `{report['suite']}`{' (quick mode: not a result)' if report['quick'] else ''}",
         "",
@@ -189,12 +244,13 @@ def render_markdown(report: dict) -> str:
         f"torch {report['machine']['torch']}).",
         "",
         "Columns: (a) ONE HighMMT model trained on all tasks at once; (b) one HighMMT model per task, same "
-        "preset and schedule; (c) HistGradientBoosting on flattened or pooled features. All on the same "
-        "splits; test-set values of each task's primary metric (↑ higher is better, ↓ lower).",
+        "preset and schedule; (c) HistGradientBoosting on flattened or pooled features;" + described
+        + " all on the same splits; test-set values of each task's primary metric (↑ higher is better, ↓ lower).",
         "",
         "| task | data | modalities | metric | chance | (a) multitask | (b) per-task | (c) classical "
-        "| params (b) | train s (b) | published reference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        + "".join(f"| ({letter}) {label} " for letter, label, _ in extras)
+        + "| params (b) | train s (b) | published reference |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(extras) + "---|---|---|",
     ]
     for r in report["tasks"]:
         arrow = "↑" if r["higher_is_better"] else "↓"
@@ -214,14 +270,18 @@ def render_markdown(report: dict) -> str:
         "Mean skill averages each task's primary metric when higher is better, and 1 − error / chance error "
         "otherwise, so tasks of different kinds can be averaged (×100 = points).",
         "",
-        "| | (a) multitask | (b) per-task | (c) classical |",
-        "|---|---|---|---|",
+        "| | (a) multitask | (b) per-task | (c) classical |"
+        + "".join(f" ({letter}) {label} |" for letter, label, _ in extras),
+        "|---|---|---|---|" + "---|" * len(extras),
         "| mean skill (points) | " + " | ".join(f"{100 * s['mean_skill'][m]:.2f}" for m in
-                                          ("highmmt_multitask", "highmmt_single", "classical")) + " |",
+                                          ("highmmt_multitask", "highmmt_single", "classical",
+                                           *(label for _, label, _ in extras))) + " |",
         f"| total parameters | {s['total_params']['highmmt_multitask']:,} | "
-        f"{s['total_params']['highmmt_single']:,} | – |",
+        f"{s['total_params']['highmmt_single']:,} | – |"
+        + "".join(f" {s['total_params'][label]:,} |" for _, label, _ in extras),
         f"| total train time (s) | {s['train_seconds']['highmmt_multitask']:.0f} | "
-        f"{s['train_seconds']['highmmt_single']:.0f} | {s['train_seconds']['classical']:.0f} |",
+        f"{s['train_seconds']['highmmt_single']:.0f} | {s['train_seconds']['classical']:.0f} |"
+        + "".join(f" {s['train_seconds'][label]:.0f} |" for _, label, _ in extras),
         "",
         f"(a) − (b): {100 * (s['mean_skill']['highmmt_multitask'] - s['mean_skill']['highmmt_single']):+.2f} "
         f"points with {s['total_params']['highmmt_single'] / s['total_params']['highmmt_multitask']:.1f}× fewer "

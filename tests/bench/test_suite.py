@@ -1,9 +1,11 @@
 """`highmodal suite` end to end through the CLI: the results.json schema and the markdown report."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+import highmodal
 from highmodal.bench.classical import features, fit_classical
 from highmodal.data import LoadContext, build_suite
 
@@ -34,6 +36,31 @@ def test_demo_suite_quick(tmp_path, cli):
     assert "quick mode: not a result" in md and "| digits |" in md
     assert (out / "multitask" / "model.safetensors").is_file()
     assert (out / "single" / "digits" / "model.safetensors").is_file()
+
+
+def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
+    import yaml
+
+    suite = yaml.safe_load((Path(highmodal.__file__).parent / "configs" / "demo.yaml").read_text())
+    suite["models"] = [{"label": "omnivec2", "model": {"name": "omnivec2", "preset": "small"},
+                        "train": {"balance": "dwa"}, "task_options": {"digits": {"val_frac": 0.2}}}]
+    suite["quick"] = {"tasks": ["digits", "basic_motions"], "epochs": 2, "max_train": 64, "max_eval": 64}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    cli("suite", "--suite", str(tmp_path / "suite.yaml"), "--quick", "--out", str(out), "--no-progress", check=True)
+    report = json.loads((out / "results.json").read_text())
+    assert report["extra_models"][0]["preset"] == "tiny"  # quick mode's preset
+    assert all(set(r["models"]) == {*MODELS, "omnivec2"} for r in report["tasks"])
+    run = json.loads((out / "omnivec2" / "model.json").read_text())
+    assert run["arch"] == "omnivec2"
+    metrics = [json.loads(line) for line in (out / "omnivec2" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and set(metrics[0]["loss_weights"]) == {"digits", "basic_motions"}
+    md = (out / "results.md").read_text()
+    assert "| (d) omnivec2 |" in md and "ONE omnivec2 model" in md and "digits: {'val_frac': 0.2}" in md
+    suite["models"][0]["task_options"] = {"nosuch": {}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    proc = cli("suite", "--suite", str(tmp_path / "suite.yaml"), "--quick", "--out", str(tmp_path / "o2"))
+    assert proc.returncode == 2 and "models[omnivec2].task_options: unknown task 'nosuch'" in proc.stderr
 
 
 def test_unknown_suite(cli):
