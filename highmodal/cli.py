@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -36,6 +37,14 @@ def _train(config_path: Path, cfg, args) -> None:
 
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
+    if getattr(args, "model", None) and args.model != cfg.model.name:
+        # Another architecture: the config's preset and options belong to the old one.
+        cfg.model.name, cfg.model.options = args.model, {}
+        cfg.model.preset = args.preset or default_preset(args.model)
+    elif getattr(args, "preset", None):
+        cfg.model.preset = args.preset
+    if getattr(args, "balance", None):
+        cfg.train.balance = args.balance
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     init = getattr(args, "init", None)
     run_dir, results, _ = train_experiment(cfg, out, config_path.parent, _data(args), args.overwrite,
@@ -44,6 +53,14 @@ def _train(config_path: Path, cfg, args) -> None:
     print(f"run directory: {run_dir}\n")
     _report(results, "test", run_dir, None)
     print(f"reproduce: highmodal evaluate {run_dir} --split test")
+
+
+def default_preset(model: str) -> str:
+    import inspect
+
+    from highmodal.models.registry import MODELS
+
+    return inspect.signature(MODELS.get(model)).parameters["preset"].default
 
 
 def cmd_demo(args) -> None:
@@ -186,6 +203,41 @@ def cmd_study(args) -> None:
     print(f"wrote {out / (args.command + '.json')}")
 
 
+def cmd_probe(args) -> None:
+    from highmodal.training.probe import run_probe
+
+    run_dir = Path(args.run_dir)
+    config = Path(args.config)
+    out = Path(args.out) if args.out else Path("runs") / f"probe-{config.stem}"
+    report = run_probe(run_dir, config, out, _data(args), baseline=not args.no_baseline, overwrite=args.overwrite,
+                       progress=not args.no_progress, command="highmodal " + " ".join(args.argv))
+    print(f"\nprobe of {run_dir} ({out / 'probe.json'}):")
+    for task, entry in report["tasks"].items():
+        print(f"  {task}: " + "; ".join(entry["tokenizers"]))
+        for label in ("trained", "random_init"):
+            if label in entry:
+                print(f"    {label:<12} " + "  ".join(f"{k} {v:.4f}" for k, v in entry[label].items()))
+
+
+def cmd_modalities(args) -> None:
+    from highmodal.modalities.spec import KINDS
+    from highmodal.modalities.standardize import SUMMARY as standardizer
+    from highmodal.modalities.tokenizers import TOKENIZERS
+
+    rows = [{"kind": kind, "highmmt_standardizer": standardizer,
+             "omnivec2_tokenizer": TOKENIZERS.get(kind).__name__, "tokenizer_design": TOKENIZERS.get(kind).summary,
+             "tokenizer_options": {f.name: f.default for f in dataclasses.fields(TOKENIZERS.get(kind).Options)}}
+            for kind in KINDS]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    print(f"HighMMT standardizer, the same for every kind: {standardizer}\n")
+    width = max(len(r["kind"]) for r in rows)
+    for r in rows:
+        opts = ", ".join(f"{k}={v}" for k, v in r["tokenizer_options"].items()) or "no options"
+        print(f"{r['kind']:<{width}}  {r['omnivec2_tokenizer']}: {r['tokenizer_design']} ({opts})")
+
+
 def cmd_datasets(args) -> None:
     from highmodal.data.loaders import LOADERS, LoadContext
 
@@ -217,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
         sp.add_argument("--epochs", type=int, help="override train.epochs")
         sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        sp.add_argument("--model", help="architecture to train instead of the config's (highmmt, omnivec2)")
+        sp.add_argument("--preset", help="model preset (default: the config's, or the --model's default)")
+        sp.add_argument("--balance", help="task balancing: equal, dwa or uncertainty (train.balance)")
 
     training(common(sub.add_parser("demo", help="train + evaluate HighMMT on the embedded demo suite")))
     sp = common(sub.add_parser("train", help="train a model from a YAML config"))
@@ -270,11 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quick", action="store_true", help="the suite's quick settings: a smoke test")
         sp.add_argument("--overwrite", action="store_true")
         sp.add_argument("--no-progress", action="store_true")
+    sp = common(sub.add_parser("probe", help="two FC layers on a trained model's frozen embeddings, for new tasks"))
+    sp.add_argument("run_dir")
+    sp.add_argument("--config", required=True, help="YAML with name, tasks (as in a train config), probe settings")
+    sp.add_argument("--out", help="output folder (default: runs/probe-<config name>)")
+    sp.add_argument("--no-baseline", action="store_true", help="skip the probe on a randomly initialised copy")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--no-progress", action="store_true")
+    sp = sub.add_parser("modalities", help="each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
     p.set_defaults(func=None)
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                      "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,
-                     "pareto": cmd_study, "datasets": cmd_datasets}.items():
+                     "pareto": cmd_study, "probe": cmd_probe, "modalities": cmd_modalities,
+                     "datasets": cmd_datasets}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
 
