@@ -203,6 +203,18 @@ def cmd_study(args) -> None:
     print(f"wrote {out / (args.command + '.json')}")
 
 
+def cmd_variants(args) -> None:
+    from highmodal.bench.variants import markdown, run_study
+
+    tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
+    out = Path(args.out) if args.out else Path("runs") / f"variants-{args.study}-{tag}"
+    report = run_study(args.config, args.study, out, _data(args), args.seeds,
+                       args.variants.split(",") if args.variants else None, args.quick, args.overwrite,
+                       not args.no_progress, "highmodal " + " ".join(args.argv))
+    print(markdown(report))
+    print(f"wrote {out / 'variants.json'} and {out / 'variants.md'}")
+
+
 def cmd_probe(args) -> None:
     from highmodal.training.probe import run_probe
 
@@ -325,6 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quick", action="store_true", help="the suite's quick settings: a smoke test")
         sp.add_argument("--overwrite", action="store_true")
         sp.add_argument("--no-progress", action="store_true")
+    sp = common(sub.add_parser("variants", help="architecture/training ablations of a suite's extra model over seeds "
+                                                "(omnivec2: the paper's Table 12 and its training choices)"))
+    sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
+    sp.add_argument("--study", default="omnivec2", help="which study (default: omnivec2)")
+    sp.add_argument("--out", help="output folder (default: runs/variants-<study>-<name>)")
+    sp.add_argument("--seeds", type=int, help="seeds per variant (default: variants.seeds)")
+    sp.add_argument("--variants", help="comma-separated subset of the variants")
+    sp.add_argument("--quick", action="store_true", help="the suite's quick settings and one seed: a smoke test")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--no-progress", action="store_true")
     sp = common(sub.add_parser("probe", help="two FC layers on a trained model's frozen embeddings, for new tasks"))
     sp.add_argument("run_dir")
     sp.add_argument("--config", required=True, help="YAML with name, tasks (as in a train config), probe settings")
@@ -338,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=None)
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                      "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,
-                     "pareto": cmd_study, "probe": cmd_probe, "modalities": cmd_modalities,
+                     "pareto": cmd_study, "probe": cmd_probe, "variants": cmd_variants, "modalities": cmd_modalities,
                      "datasets": cmd_datasets}.items():
         sub.choices[name].set_defaults(func=fn)
     return p

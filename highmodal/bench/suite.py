@@ -62,6 +62,19 @@ class ExtraModel:
 
 
 @dataclasses.dataclass
+class VariantStudyConfig:
+    """Suite key ``variants:``. ``model``: the label of the ``models:`` entry to vary; ``task_options``
+    replace that entry's data views for the study (the unified tokenizer cannot read subword ids)."""
+
+    model: str = "omnivec2"
+    max_train: int = 256
+    max_eval: int = 512
+    seeds: int = 3
+    epochs: int | None = None
+    task_options: dict[str, dict[str, typing.Any]] | None = None
+
+
+@dataclasses.dataclass
 class SuiteConfig(ExperimentConfig):
     """An experiment plus what the report needs: published references and a pointer to the analysis."""
 
@@ -69,6 +82,7 @@ class SuiteConfig(ExperimentConfig):
     quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
     notes: str = ""
     models: list[ExtraModel] = dataclasses.field(default_factory=list)
+    variants: VariantStudyConfig = dataclasses.field(default_factory=VariantStudyConfig)
     heterogeneity: HeterogeneityConfig = dataclasses.field(default_factory=HeterogeneityConfig)
 
 

@@ -69,11 +69,15 @@ def family(kind: str) -> str:
     return FAMILIES.get(kind, kind)
 
 
-def tokenizer_for(model: MultitaskModel, spec: ModalitySpec) -> tuple[torch.nn.Module | None, str]:
-    """The tokenizer a probe uses for ``spec`` and a note saying where it came from."""
+def require_embeddings(model: MultitaskModel) -> None:
     if not hasattr(model, "embed"):
         raise HighmodalError(f"probe: a {type(model).__name__} model has no per-modality embedding; "
                              "probe an omnivec2 run")
+
+
+def tokenizer_for(model: MultitaskModel, spec: ModalitySpec) -> tuple[torch.nn.Module | None, str]:
+    """The tokenizer a probe uses for ``spec`` and a note saying where it came from."""
+    require_embeddings(model)
     own = model.modalities.get(spec.name)
     if own is not None and own.kind == spec.kind and own.shape == spec.shape:
         return None, f"{spec.name}: the model's own tokenizer"
@@ -126,6 +130,7 @@ def run_probe(run_dir: Path, config_path: Path, out: Path, data_root: Path | Non
     if out.exists() and not overwrite:
         raise HighmodalError(f"{out}: probe output exists; pass --overwrite to replace it")
     trained = load(run_dir)
+    require_embeddings(trained)
     exp = ExperimentConfig(name=cfg.name, tasks=cfg.tasks, seed=cfg.seed)
     suite = suite_for(exp, config_path.parent, data_root)
     seen = {t for t in trained.tasks}

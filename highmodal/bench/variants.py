@@ -1,0 +1,112 @@
+"""Architecture and training ablations of one of a suite's extra multitask models, over seeds.
+
+The ``omnivec2`` study is the paper's Table 12 on our data: modality-specific vs one unified
+tokenizer, and heads per modality × task vs one unified head; two more rows test the training
+claims of §3.2.1: pairwise two-stream steps vs single-stream steps over all tasks (HighMMT's
+staggered schedule), and DWA vs equal task weights. Each variant trains from scratch on the same
+capped suite (same samples and splits); seeds change only the initialisation and batch order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from highmodal.bench.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config
+from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.fileio import atomic_write_text
+from highmodal.registry import Registry
+from highmodal.training.evaluation import aggregate
+from highmodal.training.run import suite_for, train_experiment
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    description: str
+    options: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # model options
+    train: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # training overrides
+
+
+STUDIES: Registry[list[Variant]] = Registry("study")
+STUDIES.register("omnivec2")([
+    Variant("omnivec2", "modality tokenizers, modality × task heads (the paper's model)"),
+    Variant("unified_tokenizer", "one unified tokenizer, modality × task heads", {"tokenizer": "unified"}),
+    Variant("unified_head", "modality tokenizers, one unified head", {"head": "unified"}),
+    Variant("unified_both", "one unified tokenizer, one unified head", {"tokenizer": "unified", "head": "unified"}),
+    Variant("single_stream", "no modality pairs: every task each step, single stream", train={"sampler": "staggered"}),
+    Variant("equal_weights", "equal task weights instead of DWA", train={"balance": "equal"}),
+])
+
+
+def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, seeds: int | None = None,
+              variants: list[str] | None = None, quick: bool = False, overwrite: bool = False,
+              progress: bool = True, command: str = "", log=print) -> dict:
+    cfg, config_dir = load_suite_config(suite_name)
+    s: VariantStudyConfig = cfg.variants
+    chosen = STUDIES.get(study)
+    if variants:
+        known = {v.name: v for v in chosen}
+        for name in variants:
+            if name not in known:
+                raise HighmodalError(f"--variants: unknown variant {name!r}{did_you_mean(name, known)}; "
+                                     f"known: {', '.join(known)}")
+        chosen = [known[n] for n in variants]
+    extras = {e.label: e for e in cfg.models}
+    if s.model not in extras:
+        raise HighmodalError(f"variants.model: {s.model!r} is not a label of the suite's models: "
+                             f"{', '.join(extras) or 'none'}")
+    if out.exists() and not overwrite:
+        raise HighmodalError(f"{out}: study output exists; pass --overwrite to replace it")
+    names = {t["name"] for t in cfg.tasks}
+    max_train, max_eval, n_seeds = s.max_train, s.max_eval, seeds or s.seeds
+    if quick:
+        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
+        cfg.tasks = [t for t in cfg.tasks if t["name"] in keep]
+        cfg.train.epochs, max_train, max_eval, n_seeds = cfg.quick.epochs, cfg.quick.max_train, cfg.quick.max_eval, 1
+    elif s.epochs:
+        cfg.train.epochs = s.epochs
+    base = extras[s.model]
+    if s.task_options is not None:
+        base = dataclasses.replace(base, task_options=s.task_options)
+    exp = extra_experiment(cfg, base, quick, names)
+    suite = cap_suite(suite_for(exp, config_dir, data_root), max_train, max_eval, cfg.seed)
+    rows = []
+    for v in chosen:
+        scores, params, seconds = [], 0, 0.0
+        for seed in range(n_seeds):
+            run_cfg = dataclasses.replace(
+                exp, name=f"{v.name}-{seed}", seed=seed,
+                model=dataclasses.replace(exp.model, options=exp.model.options | v.options),
+                train=dataclasses.replace(exp.train, **v.train))
+            t0 = time.perf_counter()
+            _, results, summary = train_experiment(run_cfg, out / v.name / f"seed{seed}", config_dir, data_root,
+                                                   overwrite, progress, log, suite=suite)
+            seconds += time.perf_counter() - t0
+            scores.append(100 * aggregate(results))
+            params = summary["params"]
+            log(f"{v.name} seed {seed}: test mean skill {scores[-1]:.2f}")
+        rows.append({"variant": v.name, "description": v.description, "scores": scores,
+                     "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                     "params": params, "seconds": seconds, "options": v.options, "train": v.train})
+    report = {"command": command, "suite": suite_name, "study": study, "quick": quick, "seeds": n_seeds,
+              "epochs": cfg.train.epochs, "max_train": max_train, "max_eval": max_eval,
+              "model": dataclasses.asdict(exp.model), "train": dataclasses.asdict(exp.train),
+              "task_options": base.task_options, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "variants.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "variants.md", markdown(report))
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = ["| variant | what changes | test mean skill (points) | seeds | parameters |", "|---|---|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['variant']} | {r['description']} | {r['mean']:.2f} ± {r['std']:.2f} | "
+                     f"{len(r['scores'])} | {r['params']:,} |")
+    return "\n".join(lines) + "\n"
