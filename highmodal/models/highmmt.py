@@ -4,18 +4,18 @@ transformer for every ordered modality pair, and one small head per task."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from highmodal.data.task import Task
-from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.standardize import Standardizer
 from highmodal.models.base import MultitaskModel
 from highmodal.models.groups import check_groups, crossmodal_units, unimodal_units
-from highmodal.models.registry import register_model
+from highmodal.models.registry import register_model, resolve_preset
 from highmodal.nn.crossmodal import CrossmodalTransformer, ordered_pairs
 from highmodal.nn.heads import LinearHead
 from highmodal.nn.perceiver import PerceiverEncoder
@@ -60,14 +60,7 @@ PRESETS: dict[str, HighMMTConfig] = {
 
 
 def resolve_config(preset: str = "large", **overrides) -> HighMMTConfig:
-    if preset not in PRESETS:
-        raise HighmodalError(f"unknown HighMMT preset {preset!r}{did_you_mean(preset, PRESETS)}; "
-                             f"known: {', '.join(PRESETS)}")
-    names = {f.name for f in fields(HighMMTConfig)}
-    for key in overrides:
-        if key not in names:
-            raise HighmodalError(f"model: unknown HighMMT option {key!r}{did_you_mean(key, names)}")
-    return replace(PRESETS[preset], **overrides)
+    return resolve_preset(PRESETS, preset, overrides, "HighMMT")
 
 
 class HighMMT(MultitaskModel):

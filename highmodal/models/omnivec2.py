@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from highmodal.data.task import Task
-from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers import create_tokenizer
 from highmodal.modalities.unified import UnifiedTokenizer
 from highmodal.models.base import MultitaskModel, Piece
-from highmodal.models.registry import register_model
+from highmodal.models.registry import register_model, resolve_preset
 from highmodal.nn.transformer import Block, Transformer, masked_max, masked_mean
 
 CHOICES = {"tokenizer": ("modality", "unified"), "head": ("task", "unified"), "inference": ("single", "fused"),
@@ -82,14 +82,7 @@ PRESETS: dict[str, OmniVec2Config] = {
 
 
 def resolve_config(preset: str = "small", **overrides) -> OmniVec2Config:
-    if preset not in PRESETS:
-        raise HighmodalError(f"unknown OmniVec2 preset {preset!r}{did_you_mean(preset, PRESETS)}; "
-                             f"known: {', '.join(PRESETS)}")
-    names = {f.name for f in fields(OmniVec2Config)}
-    for key in overrides:
-        if key not in names:
-            raise HighmodalError(f"model: unknown OmniVec2 option {key!r}{did_you_mean(key, names)}")
-    return replace(PRESETS[preset], **overrides)
+    return resolve_preset(PRESETS, preset, overrides, "OmniVec2")
 
 
 class TaskHead(nn.Sequential):

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields, replace
+from typing import TypeVar
 
 from torch import nn
 
 from highmodal.data.task import Task
+from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+C = TypeVar("C")
+
+
+def resolve_preset(presets: dict[str, C], preset: str, overrides: dict, label: str) -> C:
+    """``presets[preset]`` with ``overrides`` applied; unknown presets and option names are errors."""
+    if preset not in presets:
+        raise HighmodalError(f"unknown {label} preset {preset!r}{did_you_mean(preset, presets)}; "
+                             f"known: {', '.join(presets)}")
+    base = presets[preset]
+    names = {f.name for f in fields(base)}
+    for key in overrides:
+        if key not in names:
+            raise HighmodalError(f"model: unknown {label} option {key!r}{did_you_mean(key, names)}")
+    return replace(base, **overrides)
 
 
 def register_model(name: str) -> Callable:
