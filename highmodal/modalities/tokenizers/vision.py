@@ -49,7 +49,8 @@ class VisionOptions:
 @register_tokenizer("image", "xray", "infrared", "depth")
 class PatchEmbedding(Tokenizer):
     Options = VisionOptions
-    summary = "ViT patches: p×p patches (p=1 up to 16×16 grids) → Conv2d(kernel=stride=p) + learned 2-D positions"
+    summary = ("ViT patches: p×p patches (smallest p giving <= 256 tokens of >= 4 values) → Conv2d(kernel=stride=p) "
+               "+ learned 2-D positions")
 
     def __init__(self, spec: ModalitySpec, d_model: int, options: VisionOptions) -> None:
         super().__init__(spec, d_model, options)
