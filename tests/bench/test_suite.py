@@ -14,10 +14,11 @@ MODELS = {"highmmt_multitask", "highmmt_single", "classical"}
 
 def check_report(report: dict, n_tasks: int) -> None:
     assert len(report["tasks"]) == n_tasks
+    extra = {e["label"] for e in report["extra_models"]}
     for row in report["tasks"]:
         assert set(row) >= {"task", "dataset", "modalities", "metric", "higher_is_better", "models", "params",
                             "reference"}
-        assert set(row["models"]) == MODELS and all(isinstance(v, float) for v in row["models"].values())
+        assert set(row["models"]) == MODELS | extra and all(isinstance(v, float) for v in row["models"].values())
         assert set(row["params"]) == {"highmmt_multitask", "highmmt_single"}
         assert set(row["reference"]) == {"value", "source"}
     s = report["summary"]
@@ -88,4 +89,4 @@ def test_real_suite_quick(tmp_path, cli, data_root):
         check=True)
     report = json.loads((out / "results.json").read_text())
     check_report(report, len(report["tasks"]))
-    assert len(report["tasks"]) >= 3
+    assert len(report["tasks"]) >= 3 and [e["label"] for e in report["extra_models"]] == ["omnivec2"]
