@@ -18,6 +18,9 @@ What the published designs leave open for us, and what we chose:
   one with fewer than ``groups`` points repeats centres. Every token is therefore real (mask None).
 * Defaults G = 32, k = 16: the 256-point ModelNet10 views get about two-fold coverage (Point-BERT
   uses 64 × 32 on 1,024 points, the same ratio).
+* Width: Point-MAE's 128/256/512 serve a 384-wide transformer; ``width`` (default: min(128, d_model))
+  scales the three layers as w/2w/4w, so a narrow model does not pay for a wide PointNet (at
+  d_model 64 the 512→512 layer made point batches 3-4× the cost of any other modality's).
 """
 
 from __future__ import annotations
@@ -57,10 +60,12 @@ def knn_group(xyz: torch.Tensor, valid: torch.Tensor, centres: torch.Tensor, k: 
 
 @dataclasses.dataclass
 class PointOptions:
-    """``groups``: tokens (FPS centres) per cloud; ``group_size``: neighbours per centre."""
+    """``groups``: tokens (FPS centres) per cloud; ``group_size``: neighbours per centre; ``width``:
+    the PointNet's first layer (then 2× and 4×; None: min(128, d_model))."""
 
     groups: int = 32
     group_size: int = 16
+    width: int | None = None
 
 
 @register_tokenizer("point_cloud")
@@ -76,9 +81,12 @@ class PointGroupEmbedding(Tokenizer):
         if options.groups < 1 or options.group_size < 1:
             raise self.fail(f"options groups and group_size must be >= 1, got {options.groups} and "
                             f"{options.group_size}")
-        self.first = nn.Sequential(nn.Linear(spec.channels, 128), nn.LayerNorm(128), nn.ReLU(), nn.Linear(128, 256))
-        self.second = nn.Sequential(nn.Linear(512, 512), nn.LayerNorm(512), nn.ReLU(), nn.Linear(512, d_model))
-        self.pos = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, d_model))
+        w = options.width or min(128, d_model)
+        if w < 1:
+            raise self.fail(f"option width must be >= 1, got {w}")
+        self.first = nn.Sequential(nn.Linear(spec.channels, w), nn.LayerNorm(w), nn.ReLU(), nn.Linear(w, 2 * w))
+        self.second = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.LayerNorm(4 * w), nn.ReLU(), nn.Linear(4 * w, d_model))
+        self.pos = nn.Sequential(nn.Linear(3, w), nn.GELU(), nn.Linear(w, d_model))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         self.check_shape(x)
