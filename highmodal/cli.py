@@ -162,7 +162,7 @@ def cmd_suite(args) -> None:
     report = Path(args.report_dir) if args.report_dir else (out if args.quick else Path("docs"))
     command = "highmodal " + " ".join(args.argv)
     result = run_suite(args.suite, out, report, _data(args), args.quick, args.overwrite, not args.no_progress,
-                       command)
+                       command, reuse=Path(args.reuse) if args.reuse else None)
     s = result["summary"]["mean_skill"]
     print(f"mean skill: multitask {100 * s['highmmt_multitask']:.2f}, per-task {100 * s['highmmt_single']:.2f}, "
           f"classical {100 * s['classical']:.2f} points")
@@ -210,7 +210,7 @@ def cmd_variants(args) -> None:
     out = Path(args.out) if args.out else Path("runs") / f"variants-{args.study}-{tag}"
     report = run_study(args.config, args.study, out, _data(args), args.seeds,
                        args.variants.split(",") if args.variants else None, args.quick, args.overwrite,
-                       not args.no_progress, "highmodal " + " ".join(args.argv))
+                       not args.no_progress, "highmodal " + " ".join(args.argv), reuse=args.reuse)
     print(markdown(report))
     print(f"wrote {out / 'variants.json'} and {out / 'variants.md'}")
 
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="few tasks, epochs and samples: a smoke test")
     sp.add_argument("--out", help="where the runs go (default: runs/suite-<name>)")
     sp.add_argument("--report-dir", help="where results.md/.json go (default: docs/, or --out when --quick)")
+    sp.add_argument("--reuse", metavar="DIR", help="evaluate finished HighMMT runs (a), (b) of an earlier suite "
+                    "output with the same settings instead of training them again")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
     sp = common(sub.add_parser("heterogeneity", help="measure, complete and cluster modality and interaction "
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int, help="seeds per variant (default: variants.seeds)")
     sp.add_argument("--variants", help="comma-separated subset of the variants")
     sp.add_argument("--quick", action="store_true", help="the suite's quick settings and one seed: a smoke test")
+    sp.add_argument("--reuse", action="store_true", help="evaluate runs already finished in --out instead of "
+                    "training them again")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
     sp = common(sub.add_parser("probe", help="two FC layers on a trained model's frozen embeddings, for new tasks"))

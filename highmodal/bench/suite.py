@@ -23,6 +23,8 @@ from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
 from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.config import HeterogeneityConfig
+from highmodal.training.checkpoint import load
+from highmodal.training.evaluation import evaluate_suite
 from highmodal.training.metrics import METRICS, metric_names
 from highmodal.training.run import suite_for, train_experiment
 
@@ -128,10 +130,28 @@ def extra_experiment(cfg: SuiteConfig, extra: ExtraModel, quick: bool, names: se
     return ExperimentConfig(name=extra.label, tasks=tasks, seed=cfg.seed, model=model, train=train)
 
 
+def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[dict, dict] | None:
+    """Test results and summary of a finished run of exactly ``exp`` (same tasks, model, training and
+    seed), or None when ``run`` holds no finished run. A finished run of other settings is an error."""
+    if not (run / "model.json").is_file() or not (run / "summary.json").is_file():
+        return None
+    saved = read_yaml(run / "config.yaml")
+    wanted = to_mapping(exp)
+    differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if differ:
+        raise HighmodalError(f"--reuse: {run} was trained with other settings ({', '.join(differ)} differ); "
+                             "train it again without --reuse")
+    log(f"reusing {run}")
+    results = evaluate_suite(load(run, exp.train.device), suite, "test", exp.train.eval_batch_size, exp.train.device)
+    return results, json.loads((run / "summary.json").read_text())
+
+
 def run_suite(
     suite_name: str, out: Path, report_dir: Path | None, data_root: Path | None, quick: bool = False,
-    overwrite: bool = False, progress: bool = True, command: str = "", log=print,
+    overwrite: bool = False, progress: bool = True, command: str = "", log=print, reuse: Path | None = None,
 ) -> dict:
+    """``reuse``: a folder of earlier suite runs; HighMMT runs (a) and (b) finished there with the same
+    settings are evaluated instead of trained again (the report lists them)."""
     cfg, config_dir = load_suite_config(suite_name)
     names = {t.get("name") for t in cfg.tasks}
     if quick:
@@ -139,7 +159,7 @@ def run_suite(
         cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
         cfg.train.epochs = cfg.quick.epochs
         cfg.model.preset = cfg.quick.preset
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite and reuse != out:
         raise HighmodalError(f"{out}: suite output directory exists; pass --overwrite to replace it")
     extras = {e.label: extra_experiment(cfg, e, quick, names) for e in cfg.models}  # bad settings fail before training
     t0 = time.perf_counter()
@@ -149,17 +169,23 @@ def run_suite(
         suite = cap_suite(suite, cfg.quick.max_train, cfg.quick.max_eval, cfg.seed)
     entries = {t["name"]: t for t in cfg.tasks}
 
+    reused: list[str] = []
+
+    def highmmt(exp: ExperimentConfig, rel: Path, part: TaskSuite) -> tuple[dict, dict]:
+        found = reuse_run(exp, reuse / rel, part, log) if reuse is not None else None
+        if found is not None:
+            reused.append(str(reuse / rel))
+            return found
+        _, res, summ = train_experiment(exp, out / rel, config_dir, data_root, overwrite, progress, log, suite=part)
+        return res, summ
+
     log("(a) one HighMMT model for all tasks")
-    _, multi, multi_summary = train_experiment(
-        _experiment(cfg, "multitask", cfg.tasks), out / "multitask", config_dir, data_root, overwrite,
-        progress, log, suite=suite)
+    multi, multi_summary = highmmt(_experiment(cfg, "multitask", cfg.tasks), Path("multitask"), suite)
     single, single_summary, classical = {}, {}, {}
     for td in suite:
         name = td.task.name
         log(f"(b) HighMMT on {name} alone")
-        _, res, summ = train_experiment(
-            _experiment(cfg, name, [entries[name]]), out / "single" / name, config_dir, data_root, overwrite,
-            progress, log, suite=TaskSuite([td]))
+        res, summ = highmmt(_experiment(cfg, name, [entries[name]]), Path("single") / name, TaskSuite([td]))
         single[name], single_summary[name] = res[name], summ
         log(f"(c) classical baseline on {name}")
         classical[name] = fit_classical(td, cfg.seed)
@@ -219,7 +245,7 @@ def run_suite(
         "epochs": cfg.train.epochs, "preset": cfg.model.preset,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "highmodal": __version__},
-        "tasks": rows, "summary": summary, "notes": "" if quick else cfg.notes,
+        "tasks": rows, "summary": summary, "notes": "" if quick else cfg.notes, "reused": reused,
         "extra_models": [{"label": e.label, "model": e.model.name,
                           "preset": e.quick_preset if quick else e.model.preset, "train": e.train,
                           "task_options": e.task_options} for e in cfg.models],
@@ -302,6 +328,10 @@ def render_markdown(report: dict) -> str:
         f"parameters; (a) beats (c) on {s['multitask_beats_classical']} of {s['tasks']} tasks.",
         "",
     ]
+    if report.get("reused"):
+        lines += [f"Runs evaluated rather than trained again (`--reuse`, same settings; their train times are "
+                  f"those runs' own): {len(report['reused'])} HighMMT runs from `{Path(report['reused'][0]).parent}`"
+                  f"{' and its subfolders' if len(report['reused']) > 1 else ''}.", ""]
     if report.get("notes"):
         lines += [report["notes"].strip(), ""]
     return "\n".join(lines)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import typing
 from pathlib import Path
 
 import numpy as np
 
-from highmodal.bench.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config
+from highmodal.bench.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config, reuse_run
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.fileio import atomic_write_text
 from highmodal.registry import Registry
@@ -46,7 +45,9 @@ STUDIES.register("omnivec2")([
 
 def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, seeds: int | None = None,
               variants: list[str] | None = None, quick: bool = False, overwrite: bool = False,
-              progress: bool = True, command: str = "", log=print) -> dict:
+              progress: bool = True, command: str = "", log=print, reuse: bool = False) -> dict:
+    """``reuse``: evaluate runs already finished in ``out`` with the same settings instead of training
+    them again (a study stopped part-way continues where it was)."""
     cfg, config_dir = load_suite_config(suite_name)
     s: VariantStudyConfig = cfg.variants
     chosen = STUDIES.get(study)
@@ -61,8 +62,8 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
     if s.model not in extras:
         raise HighmodalError(f"variants.model: {s.model!r} is not a label of the suite's models: "
                              f"{', '.join(extras) or 'none'}")
-    if out.exists() and not overwrite:
-        raise HighmodalError(f"{out}: study output exists; pass --overwrite to replace it")
+    if out.exists() and not overwrite and not reuse:
+        raise HighmodalError(f"{out}: study output exists; pass --reuse to continue it or --overwrite to replace it")
     names = {t["name"] for t in cfg.tasks}
     max_train, max_eval, n_seeds = s.max_train, s.max_eval, seeds or s.seeds
     if quick:
@@ -84,10 +85,13 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
                 exp, name=f"{v.name}-{seed}", seed=seed,
                 model=dataclasses.replace(exp.model, options=exp.model.options | v.options),
                 train=dataclasses.replace(exp.train, **v.train))
-            t0 = time.perf_counter()
-            _, results, summary = train_experiment(run_cfg, out / v.name / f"seed{seed}", config_dir, data_root,
-                                                   overwrite, progress, log, suite=suite)
-            seconds += time.perf_counter() - t0
+            found = reuse_run(run_cfg, out / v.name / f"seed{seed}", suite, log) if reuse else None
+            if found is None:
+                _, results, summary = train_experiment(run_cfg, out / v.name / f"seed{seed}", config_dir, data_root,
+                                                       overwrite or reuse, progress, log, suite=suite)
+            else:
+                results, summary = found
+            seconds += summary["train_seconds"]
             scores.append(100 * aggregate(results))
             params = summary["params"]
             log(f"{v.name} seed {seed}: test mean skill {scores[-1]:.2f}")

@@ -64,6 +64,29 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
     assert proc.returncode == 2 and "models[omnivec2].task_options: unknown task 'nosuch'" in proc.stderr
 
 
+def test_reuse_evaluates_finished_runs_instead_of_training(tmp_path, cli):
+    out = tmp_path / "suite"
+    cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--no-progress", check=True)
+    first = json.loads((out / "results.json").read_text())
+    stamp = (out / "multitask" / "model.safetensors").stat().st_mtime_ns
+    proc = cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress",
+               check=True)
+    again = json.loads((out / "results.json").read_text())
+    assert (out / "multitask" / "model.safetensors").stat().st_mtime_ns == stamp  # not trained again
+    assert len(again["reused"]) == 4 and "reusing" in proc.stdout  # (a) + three (b) runs
+    for a, b in zip(first["tasks"], again["tasks"], strict=True):
+        assert a["models"] == b["models"]
+    assert "Runs evaluated rather than trained again" in (out / "results.md").read_text()
+    import yaml
+
+    other = yaml.safe_load((Path(highmodal.__file__).parent / "configs" / "demo.yaml").read_text())
+    other["train"]["lr"] = 0.001
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    bad = cli("suite", "--suite", str(tmp_path / "other.yaml"), "--quick", "--out", str(tmp_path / "o"),
+              "--reuse", str(out))
+    assert bad.returncode == 2 and "was trained with other settings (train differ)" in bad.stderr
+
+
 def test_unknown_suite(cli):
     proc = cli("suite", "--suite", "nosuch")
     assert proc.returncode == 2 and "unknown suite 'nosuch'" in proc.stderr

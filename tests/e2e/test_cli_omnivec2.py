@@ -117,6 +117,10 @@ def test_variants_quick(tmp_path, cli):
     assert [r["variant"] for r in report["rows"]] == ["omnivec2", "unified_head"]
     assert report["rows"][1]["options"] == {"head": "unified"} and report["rows"][1]["params"] > 0
     assert "| unified_head |" in proc.stdout
+    again = cli("variants", "--config", "s.yaml", "--quick", "--variants", "omnivec2,unified_head", "--out", "v",
+                "--reuse", "--no-progress", cwd=tmp_path, check=True)
+    assert "reusing" in again.stdout
+    assert json.loads((tmp_path / "v" / "variants.json").read_text())["rows"] == report["rows"]
     bad = cli("variants", "--config", "s.yaml", "--quick", "--variants", "unified_heads", "--out", "w", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown variant 'unified_heads'" in bad.stderr and "unified_head" in bad.stderr
 
