@@ -222,7 +222,7 @@ def cmd_probe(args) -> None:
     config = Path(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"probe-{config.stem}"
     report = run_probe(run_dir, config, out, _data(args), baseline=not args.no_baseline, overwrite=args.overwrite,
-                       progress=not args.no_progress, command="highmodal " + " ".join(args.argv))
+                       progress=not args.no_progress, command="highmodal " + " ".join(args.argv), seed=args.seed)
     print(f"\nprobe of {run_dir} ({out / 'probe.json'}):")
     for task, entry in report["tasks"].items():
         print(f"  {task}: " + "; ".join(entry["tokenizers"]))
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True, help="YAML with name, tasks (as in a train config), probe settings")
     sp.add_argument("--out", help="output folder (default: runs/probe-<config name>)")
     sp.add_argument("--no-baseline", action="store_true", help="skip the probe on a randomly initialised copy")
+    sp.add_argument("--seed", type=int, help="probe and random-init seed (default: the config's seed)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
     sp = sub.add_parser("modalities", help="each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")

@@ -125,8 +125,12 @@ def fresh_copy(run_dir: Path, model: MultitaskModel, seed: int) -> MultitaskMode
 
 
 def run_probe(run_dir: Path, config_path: Path, out: Path, data_root: Path | None, baseline: bool = True,
-              overwrite: bool = False, progress: bool = True, command: str = "", log=print) -> dict:
+              overwrite: bool = False, progress: bool = True, command: str = "", log=print,
+              seed: int | None = None) -> dict:
+    """``seed`` (default: the config's) drives the probe's initialisation, the training-split
+    subsample and the random-init copy; the splits themselves follow the config's seed."""
     cfg = from_mapping(ProbeConfig, read_yaml(config_path), str(config_path))
+    probe_seed = cfg.seed if seed is None else seed
     if out.exists() and not overwrite:
         raise HighmodalError(f"{out}: probe output exists; pass --overwrite to replace it")
     trained = load(run_dir)
@@ -140,12 +144,13 @@ def run_probe(run_dir: Path, config_path: Path, out: Path, data_root: Path | Non
     s = cfg.probe
     train = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
                         memory_guard=False)
-    models = {"trained": trained} | ({"random_init": fresh_copy(run_dir, trained, cfg.seed)} if baseline else {})
-    report: dict = {"command": command, "run": str(run_dir), "settings": dataclasses.asdict(s), "tasks": {}}
+    models = {"trained": trained} | ({"random_init": fresh_copy(run_dir, trained, probe_seed)} if baseline else {})
+    report: dict = {"command": command, "run": str(run_dir), "seed": probe_seed, "settings": dataclasses.asdict(s),
+                    "tasks": {}}
     for label, model in models.items():
-        embedded = [embed_task(model, td, s.batch_size, s.train_frac, cfg.seed) for td in suite]
+        embedded = [embed_task(model, td, s.batch_size, s.train_frac, probe_seed) for td in suite]
         probe_suite = TaskSuite([e for e, _ in embedded])
-        probe_cfg = ExperimentConfig(name=f"{cfg.name}-{label}", tasks=[], seed=cfg.seed,
+        probe_cfg = ExperimentConfig(name=f"{cfg.name}-{label}", tasks=[], seed=probe_seed,
                                      model=ModelConfig("probe", "default", {"hidden": s.hidden}), train=train)
         log(f"probe on the {label} model's embeddings ({probe_suite.specs[0].channels} dims)")
         _, results, _ = train_experiment(probe_cfg, out / label, config_path.parent, data_root, overwrite,
