@@ -29,12 +29,13 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``mask``: ``(B, L_context)`` booleans, True where a context position is real."""
+        """``mask``: ``(B, L_context)`` booleans, True where a context position is real, or
+        ``(B, L_x, L_context)``: which context positions each query may attend to."""
         context = x if context is None else context
         b, n, _ = x.shape
         q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)
         k, v = self.to_kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attn_mask = None if mask is None else mask[:, None, None, :]
+        attn_mask = None if mask is None else mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )

@@ -32,7 +32,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask``: ``(B, L_context)``, True where a key is real (``L_x`` for self-attention)."""
+        """``mask``: ``(B, L_context)``, True where a key is real (``L_x`` for self-attention), or a
+        per-query ``(B, L_x, L_context)`` attention mask."""
         h = self.norm(x)
         ctx = h if context is None else self.norm_context(context)
         x = x + self.attn(h, ctx, mask)

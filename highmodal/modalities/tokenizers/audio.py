@@ -33,6 +33,7 @@ from torch import nn
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers.base import (
     Tokenizer,
+    Tokens,
     learned_positions,
     patch_mask,
     register_tokenizer,
@@ -67,16 +68,20 @@ class SpectrogramPatches(Tokenizer):
         self.time_pos = learned_positions(math.ceil(frames / self.patch[0]), d_model=d_model)
         self.freq_pos = learned_positions(math.ceil(spec.channels / self.patch[1]), d_model=d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         self.check_shape(x)
         frames = self.step_mask(x, mask)
         x = zero_padded_steps(self.normalised(x), frames)
         x = nn.functional.pad(x, (0, -x.shape[2] % self.patch[1], 0, -x.shape[1] % self.patch[0]))
-        tokens = self.proj(x[:, None]).permute(0, 2, 3, 1)  # (B, time patches, freq patches, d)
-        n_time, n_freq = tokens.shape[1:3]
-        tokens = tokens + self.time_pos[:n_time, None, :] + self.freq_pos
+        content = self.proj(x[:, None]).permute(0, 2, 3, 1)  # (B, time patches, freq patches, d)
+        n_time, n_freq = content.shape[1:3]
+        pos = (self.time_pos[:n_time, None, :] + self.freq_pos).flatten(0, 1)
         token_mask = None
         if frames is not None:
             token_mask = patch_mask(frames, self.patch[0]).repeat_interleave(n_freq, dim=1)
-        return tokens.flatten(1, 2), token_mask
+        patches = None
+        if targets:
+            pt, pf = self.patch
+            patches = x.reshape(x.shape[0], n_time, pt, n_freq, pf).transpose(2, 3).reshape(
+                x.shape[0], n_time * n_freq, pt * pf)
+        return Tokens(content.flatten(1, 2), pos, token_mask, patches)

@@ -5,6 +5,11 @@ the input into tokens (patches, tubelets, point groups, ...), the token embeddin
 encoding. The paper attaches no modality embedding (the transformer sees one modality at a time,
 §3.1), so none is added here. Options per kind come from the model config
 (``tokenizers: {image: {patch: 2}}``) and are checked like every other config field.
+
+Every tokenizer implements ``tokens``, which keeps the content and position embeddings apart and can
+return what each token was made from (its patch, point group, feature, subword id): masked
+pretraining drops or replaces token contents, gives a decoder the positions of the missing tokens,
+and reconstructs those targets. ``forward`` is ``combine(content, pos)``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,18 @@ from highmodal.registry import Registry
 
 
 @dataclasses.dataclass
+class Tokens:
+    """``content`` ``(B, N, D)``; ``pos`` broadcastable to it (None: the tokens carry no positions);
+    ``mask`` ``(B, N)`` True for real tokens (None: all real); ``targets`` (when asked for) what each
+    token encodes, ``(B, N, P)`` in normalised units, or ``(B, N)`` ids for ``target_loss == "ce"``."""
+
+    content: torch.Tensor
+    pos: torch.Tensor | None
+    mask: torch.Tensor | None
+    targets: torch.Tensor | None = None
+
+
+@dataclasses.dataclass
 class NoOptions:
     """For tokenizers without settings."""
 
@@ -36,10 +53,22 @@ class Tokenizer(nn.Module):
 
     Options: ClassVar[type] = NoOptions
     summary: ClassVar[str] = ""
+    target_loss: ClassVar[str] = "l2"  # how a masked token's reconstruction is scored: l2 | chamfer | ce
 
     def __init__(self, spec: ModalitySpec, d_model: int, options: Any) -> None:
         super().__init__()
         self.spec, self.d_model, self.options = spec, d_model, options
+
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
+        raise NotImplementedError
+
+    def combine(self, content: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        """Content and position embeddings → the transformer's input tokens."""
+        return content if pos is None else content + pos
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        t = self.tokens(x, mask)
+        return self.combine(t.content, t.pos), t.mask
 
     def normalised(self, x: torch.Tensor) -> torch.Tensor:
         return normalise(self.spec, x)

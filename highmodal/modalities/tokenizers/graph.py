@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.tokenizers.base import Tokenizer, learned_positions, register_tokenizer
+from highmodal.modalities.tokenizers.base import Tokenizer, Tokens, learned_positions, register_tokenizer
 
 
 @dataclasses.dataclass
@@ -44,10 +44,8 @@ class NodeEmbedding(Tokenizer):
         if options.order_embedding:
             self.pos = learned_positions(*spec.ref_lengths(), d_model=d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         self.check_shape(x)
-        tokens = self.mlp(self.normalised(x))
-        if self.options.order_embedding:
-            tokens = tokens + self.pos[: x.shape[1]]
-        return tokens, self.step_mask(x, mask)
+        x = self.normalised(x)
+        pos = self.pos[: x.shape[1]] if self.options.order_embedding else None
+        return Tokens(self.mlp(x), pos, self.step_mask(x, mask), x if targets else None)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.tokenizers.base import Tokenizer, learned_positions, register_tokenizer
+from highmodal.modalities.tokenizers.base import Tokenizer, Tokens, learned_positions, register_tokenizer
 
 MODES = ("spectral", "spectral_spatial")
 
@@ -54,11 +54,12 @@ class SpectralGroupEmbedding(Tokenizer):
             self.proj = nn.Linear(spec.channels, d_model)
             self.pixel_pos = learned_positions(height * width, d_model=d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         self.check_shape(x)
         x = self.normalised(x)
         if self.options.tokens == "spectral":
             cubes = x.permute(0, 3, 1, 2, 4).flatten(2)  # (B, groups, h·w·bands)
-            return self.proj(cubes) + self.group_pos, None
-        tokens = self.proj(x.flatten(1, 2)) + self.pixel_pos[:, None] + self.group_pos  # (B, h·w, groups, d)
-        return tokens.flatten(1, 2), None
+            return Tokens(self.proj(cubes), self.group_pos, None, cubes if targets else None)
+        spectra = x.flatten(1, 3)  # (B, h·w·groups, bands)
+        pos = (self.pixel_pos[:, None] + self.group_pos).flatten(0, 1)
+        return Tokens(self.proj(spectra), pos, None, spectra if targets else None)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.tokenizers.base import Tokenizer, register_tokenizer
+from highmodal.modalities.tokenizers.base import Tokenizer, Tokens, register_tokenizer
 
 
 def farthest_point_sample(xyz: torch.Tensor, valid: torch.Tensor, count: int) -> torch.Tensor:
@@ -71,6 +71,7 @@ class PointOptions:
 @register_tokenizer("point_cloud")
 class PointGroupEmbedding(Tokenizer):
     Options = PointOptions
+    target_loss = "chamfer"
     summary = "Point-BERT groups: FPS centres + kNN patches → mini PointNet per group + MLP(centre) position"
 
     def __init__(self, spec: ModalitySpec, d_model: int, options: PointOptions) -> None:
@@ -88,7 +89,8 @@ class PointGroupEmbedding(Tokenizer):
         self.second = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.LayerNorm(4 * w), nn.ReLU(), nn.Linear(4 * w, d_model))
         self.pos = nn.Sequential(nn.Linear(3, w), nn.GELU(), nn.Linear(w, d_model))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
+        """Targets are each group's xyz relative to its centre, ``(B, G, k · 3)`` (Point-MAE)."""
         self.check_shape(x)
         valid = self.step_mask(x, mask)
         if valid is None:
@@ -104,4 +106,5 @@ class PointGroupEmbedding(Tokenizer):
         local = torch.cat([points[..., :3] - centres[:, :, None], points[..., 3:]], dim=-1)
         feats = self.first(local)
         feats = torch.cat([feats.amax(2, keepdim=True).expand_as(feats), feats], dim=-1)
-        return self.second(feats).amax(2) + self.pos(centres), None
+        shapes = local[..., :3].flatten(2) if targets else None
+        return Tokens(self.second(feats).amax(2), self.pos(centres), None, shapes)

@@ -30,6 +30,7 @@ from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers.base import (
     MIN_TOKEN_VALUES,
     Tokenizer,
+    Tokens,
     learned_positions,
     patch_mask,
     register_tokenizer,
@@ -77,18 +78,18 @@ class SeriesPatches(Tokenizer):
         else:
             self.proj = nn.Conv1d(spec.channels, d_model, self.patch, stride=self.patch)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         self.check_shape(x)
         steps = self.step_mask(x, mask)
         x = zero_padded_steps(self.normalised(x), steps).transpose(1, 2)  # (B, C, T)
         x = nn.functional.pad(x, (0, -x.shape[2] % self.patch))
         n_patches = x.shape[2] // self.patch
         token_mask = None if steps is None else patch_mask(steps, self.patch)
-        if not self.options.channel_independent:
-            return self.proj(x).transpose(1, 2) + self.pos[:n_patches], token_mask
         windows = x.reshape(*x.shape[:2], n_patches, self.patch)  # (B, C, patches, p)
-        tokens = self.proj(windows) + self.pos[:n_patches] + self.channel[:, None]
+        if not self.options.channel_independent:
+            patches = windows.transpose(1, 2).flatten(2) if targets else None  # (B, patches, C · p)
+            return Tokens(self.proj(x).transpose(1, 2), self.pos[:n_patches], token_mask, patches)
+        pos = (self.pos[:n_patches] + self.channel[:, None]).flatten(0, 1)
         if token_mask is not None:
             token_mask = token_mask.repeat(1, self.spec.channels)
-        return tokens.flatten(1, 2), token_mask
+        return Tokens(self.proj(windows).flatten(1, 2), pos, token_mask, windows.flatten(1, 2) if targets else None)

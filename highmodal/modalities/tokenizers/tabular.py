@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.tokenizers.base import NoOptions, Tokenizer, register_tokenizer
+from highmodal.modalities.tokenizers.base import NoOptions, Tokenizer, Tokens, register_tokenizer
 
 
 @register_tokenizer("tabular")
@@ -35,6 +35,8 @@ class FeatureTokenizer(Tokenizer):
         self.weight = nn.Parameter(torch.empty(features, spec.channels, d_model).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(features, d_model).uniform_(-bound, bound))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
+        """The per-feature bias b_f is what tells features apart, so it serves as the position."""
         self.check_shape(x)
-        return torch.einsum("bfc,fcd->bfd", self.normalised(x), self.weight) + self.bias, None
+        x = self.normalised(x)
+        return Tokens(torch.einsum("bfc,fcd->bfd", x, self.weight), self.bias, None, x if targets else None)

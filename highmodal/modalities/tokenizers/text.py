@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.tokenizers.base import NoOptions, Tokenizer, learned_positions, register_tokenizer
+from highmodal.modalities.tokenizers.base import NoOptions, Tokenizer, Tokens, learned_positions, register_tokenizer
 
 
 @register_tokenizer("text")
@@ -32,23 +32,25 @@ class TextEmbedding(Tokenizer):
         (length,) = spec.ref_lengths()
         self.pos = learned_positions(length, d_model=d_model)
         if spec.vocab_size is not None:
+            self.target_loss = "ce"  # masked subwords are predicted as ids
             self.embed: nn.Module = nn.Embedding(spec.vocab_size, d_model, padding_idx=0)
             self.norm: nn.Module = nn.LayerNorm(d_model)
         else:
             self.embed = nn.Linear(spec.channels, d_model)
             self.norm = nn.Identity()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         self.check_shape(x)
         token_mask = self.step_mask(x, mask)
         if self.spec.vocab_size is None:
-            tokens = self.embed(self.normalised(x))
-        else:
-            ids = x[..., 0].long()
-            if ids.numel() and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
-                raise self.fail(f"expects subword ids in [0, {self.spec.vocab_size}), got ids from "
-                                f"{int(ids.min())} to {int(ids.max())}")
-            tokens = self.embed(ids)
-            token_mask = ids != 0 if token_mask is None else token_mask & (ids != 0)
-        return self.norm(tokens + self.pos[: x.shape[1]]), token_mask
+            x = self.normalised(x)
+            return Tokens(self.embed(x), self.pos[: x.shape[1]], token_mask, x if targets else None)
+        ids = x[..., 0].long()
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
+            raise self.fail(f"expects subword ids in [0, {self.spec.vocab_size}), got ids from "
+                            f"{int(ids.min())} to {int(ids.max())}")
+        token_mask = ids != 0 if token_mask is None else token_mask & (ids != 0)
+        return Tokens(self.embed(ids), self.pos[: x.shape[1]], token_mask, ids if targets else None)
+
+    def combine(self, content: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        return self.norm(super().combine(content, pos))

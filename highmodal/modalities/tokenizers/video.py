@@ -27,6 +27,7 @@ from torch import nn
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers.base import (
     Tokenizer,
+    Tokens,
     learned_positions,
     patch_mask,
     register_tokenizer,
@@ -63,18 +64,22 @@ class TubeletEmbedding(Tokenizer):
         self.spatial_pos = learned_positions(*grid, d_model=d_model)
         self.temporal_pos = learned_positions(math.ceil(frames / self.tubelet), d_model=d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         self.check_shape(x)
         frames = self.step_mask(x, mask)
         x = zero_padded_steps(self.normalised(x), frames).permute(0, 4, 1, 2, 3)
         pads = (0, -x.shape[4] % self.patch, 0, -x.shape[3] % self.patch, 0, -x.shape[2] % self.tubelet)
-        tokens = self.proj(nn.functional.pad(x, pads))  # (B, d, tubelets, gh, gw)
-        n_time = tokens.shape[2]
-        pos = self.temporal_pos[:n_time, None, :] + self.spatial_pos.flatten(0, 1)[None]
-        tokens = tokens.flatten(3).permute(0, 2, 3, 1) + pos  # (B, tubelets, cells, d)
-        cells = tokens.shape[2]
+        x = nn.functional.pad(x, pads)
+        content = self.proj(x)  # (B, d, tubelets, gh, gw)
+        n_time, cells = content.shape[2], content.shape[3] * content.shape[4]
+        pos = (self.temporal_pos[:n_time, None, :] + self.spatial_pos.flatten(0, 1)[None]).flatten(0, 1)
         token_mask = None
         if frames is not None:
             token_mask = patch_mask(frames, self.tubelet).repeat_interleave(cells, dim=1)
-        return tokens.flatten(1, 2), token_mask
+        tubes = None
+        if targets:  # (B, C, T, H, W) → (B, tubelets · gh · gw, C · t · p · p), in token order
+            b, c, _, h, w = x.shape
+            t, p = self.tubelet, self.patch
+            tubes = (x.reshape(b, c, n_time, t, h // p, p, w // p, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+                     .reshape(b, n_time * cells, c * t * p * p))
+        return Tokens(content.flatten(2).transpose(1, 2), pos, token_mask, tubes)

@@ -24,7 +24,13 @@ import torch
 from torch import nn
 
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.tokenizers.base import MIN_TOKEN_VALUES, Tokenizer, learned_positions, register_tokenizer
+from highmodal.modalities.tokenizers.base import (
+    MIN_TOKEN_VALUES,
+    Tokenizer,
+    Tokens,
+    learned_positions,
+    register_tokenizer,
+)
 
 MAX_GRID_TOKENS = 256
 
@@ -64,9 +70,10 @@ class PatchEmbedding(Tokenizer):
         self.proj = nn.Conv2d(spec.channels, d_model, self.patch, stride=self.patch)
         self.pos = learned_positions(*self.grid, d_model=d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         self.check_shape(x)
         x = self.normalised(x).permute(0, 3, 1, 2)
         x = nn.functional.pad(x, (0, -x.shape[3] % self.patch, 0, -x.shape[2] % self.patch))
-        tokens = self.proj(x).flatten(2).transpose(1, 2)
-        return tokens + self.pos.flatten(0, 1), None
+        content = self.proj(x).flatten(2).transpose(1, 2)
+        patches = nn.functional.unfold(x, self.patch, stride=self.patch).transpose(1, 2) if targets else None
+        return Tokens(content, self.pos.flatten(0, 1), None, patches)
