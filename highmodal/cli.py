@@ -231,6 +231,29 @@ def cmd_probe(args) -> None:
                 print(f"    {label:<12} " + "  ".join(f"{k} {v:.4f}" for k, v in entry[label].items()))
 
 
+def cmd_pretrain(args) -> None:
+    from highmodal.training.pretrain import load_pretrain_config, pretrain
+
+    config = Path(args.config)
+    cfg = load_pretrain_config(config, args.quick)
+    out = Path(args.out) if args.out else Path("runs") / f"pretrain-{config.stem}{'-quick' if args.quick else ''}"
+    summary = pretrain(cfg, config, out, _data(args), args.overwrite, not args.no_progress, quick=args.quick)
+    stages = " + ".join(f"stage {n} ({s['steps']} steps, {s['seconds']:.0f} s)" for n, s in summary["stages"].items())
+    print(f"pretrained {stages}: {summary['run']}\n"
+          f"fine-tune and compare with scratch: highmodal transfer --config {config} --pretrained {summary['run']}")
+
+
+def cmd_transfer(args) -> None:
+    from highmodal.bench.transfer import markdown, run_transfer
+
+    config = Path(args.config)
+    out = Path(args.out) if args.out else Path("runs") / f"transfer-{config.stem}{'-quick' if args.quick else ''}"
+    report = run_transfer(config, Path(args.pretrained), out, _data(args), args.quick, args.overwrite, args.reuse,
+                          not args.no_progress, "highmodal " + " ".join(args.argv))
+    print(markdown(report))
+    print(f"wrote {out / 'transfer.json'}, {out / 'transfer.md'} and {out / 'fewshot.png'}")
+
+
 def cmd_modalities(args) -> None:
     from highmodal.modalities.spec import KINDS
     from highmodal.modalities.standardize import SUMMARY as standardizer
@@ -359,13 +382,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, help="probe and random-init seed (default: the config's seed)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
+    sp = common(sub.add_parser("pretrain", help="OmniVec2 masked pretraining: stage 1 per modality, stage 2 on "
+                                                "paired modalities through the fused path"))
+    sp.add_argument("--config", required=True, help="pretraining YAML (suite, model label, stages, masking)")
+    sp.add_argument("--out", help="run directory (default: runs/pretrain-<config name>)")
+    sp.add_argument("--quick", action="store_true", help="the config's quick settings: a smoke test")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--no-progress", action="store_true")
+    sp = common(sub.add_parser("transfer", help="fine-tuning from scratch vs from pretrained stages over seeds, "
+                                                "few-shot probes and cross-modal retrieval"))
+    sp.add_argument("--config", required=True, help="the pretraining YAML (its transfer: section)")
+    sp.add_argument("--pretrained", required=True, metavar="RUN", help="a `highmodal pretrain` run directory")
+    sp.add_argument("--out", help="output folder (default: runs/transfer-<config name>)")
+    sp.add_argument("--quick", action="store_true", help="the config's quick settings and one seed: a smoke test")
+    sp.add_argument("--reuse", action="store_true", help="evaluate fine-tuning runs already finished in --out")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--no-progress", action="store_true")
     sp = sub.add_parser("modalities", help="each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
     p.set_defaults(func=None)
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                      "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,
-                     "pareto": cmd_study, "probe": cmd_probe, "variants": cmd_variants, "modalities": cmd_modalities,
+                     "pareto": cmd_study, "probe": cmd_probe, "pretrain": cmd_pretrain,
+                     "transfer": cmd_transfer, "variants": cmd_variants, "modalities": cmd_modalities,
                      "datasets": cmd_datasets}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
