@@ -1,0 +1,119 @@
+"""Masked pretraining through the real CLI on packaged data: `pretrain` (both stages), `train --init`
+from a stage, `transfer` (fine-tuning over seeds, few-shot, retrieval), and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+SUITE = {
+    "name": "tiny", "seed": 0,
+    "tasks": [{"name": "digits", "source": "sklearn_digits"},
+              {"name": "motions", "source": "basic_motions", "batch_size": 8},
+              {"name": "cancer", "source": "breast_cancer"}],
+    "model": {"name": "highmmt", "preset": "tiny"},
+    "train": {"epochs": 1, "batch_size": 32},
+    "models": [{"label": "omnivec2", "model": {"name": "omnivec2", "preset": "tiny"}}],
+}
+PRETRAIN = {
+    "suite": "suite.yaml", "model": "omnivec2", "log_every": 5,
+    "stage1": {"steps": 15, "batch_size": 16},
+    "stage2": {"steps": 6, "batch_size": 8, "tasks": ["motions"]},
+    "masking": {"image": {"ratio": 0.75}},
+    "transfer": {"seeds": 2, "max_train": 64, "max_eval": 64, "epochs": 1, "shots": [1, 3], "draws": 2,
+                 "retrieval": [{"task": "motions", "query": "accelerometer", "gallery": "gyroscope"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from tests.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("pre")
+    (root / "suite.yaml").write_text(yaml.safe_dump(SUITE))
+    (root / "pre.yaml").write_text(yaml.safe_dump(PRETRAIN))
+    proc = run_cli("pretrain", "--config", "pre.yaml", "--out", "run", "--no-progress", cwd=root, check=True)
+    return root, proc
+
+
+def test_pretrain_writes_both_stages(pretrained):
+    root, proc = pretrained
+    run = root / "run"
+    assert "stage 1 (15 steps" in proc.stdout and "stage 2 (6 steps" in proc.stdout
+    for d in (run, run / "stage1"):
+        assert json.loads((d / "model.json").read_text())["arch"] == "omnivec2"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in records] == [(1, 5), (1, 10), (1, 15), (2, 5), (2, 6)]
+    assert set(records[0]["loss"]) <= {"digit_pixels", "accelerometer", "gyroscope", "cell_nuclei"}
+    assert set(records[-1]["loss"]) == {"accelerometer", "gyroscope"}
+    summary = json.loads((run / "summary.json").read_text())
+    masking = summary["stages"]["1"]["masking"]
+    assert masking["digit_pixels"] == {"strategy": "drop", "ratio": 0.75, "norm_targets": True}
+    assert summary["stages"]["1"]["masking"]["cell_nuclei"]["ratio"] == 0.3
+    assert summary["stages"]["1"]["pictures"] == ["stage1-digit_pixels.png"]
+    assert (run / "reconstructions" / "stage1-digit_pixels.png").stat().st_size > 1000
+
+
+def test_fine_tune_from_a_stage(pretrained, cli):
+    root, _ = pretrained
+    train = {k: SUITE[k] for k in ("name", "seed", "tasks", "train")}
+    train["model"] = {"name": "omnivec2", "preset": "tiny"}
+    (root / "train.yaml").write_text(yaml.safe_dump(train))
+    proc = cli("train", "--config", "train.yaml", "--init", "run/stage1", "--out", "ft", "--no-progress", cwd=root,
+               check=True)
+    assert "initialised from run/stage1" in proc.stdout
+    assert json.loads((root / "ft" / "summary.json").read_text())["init"] == "run/stage1"
+
+
+def test_transfer_reports_the_schema(pretrained, cli):
+    root, _ = pretrained
+    proc = cli("transfer", "--config", "pre.yaml", "--pretrained", "run", "--out", "tr", "--no-progress", cwd=root,
+               check=True)
+    report = json.loads((root / "tr" / "transfer.json").read_text())
+    assert set(report["suite_mean"]) == {"scratch", "stage1", "stage1_2"} and report["seeds"] == 2
+    assert report["command"].startswith("highmodal transfer --config pre.yaml")
+    assert all(len(report["finetune"][k]["scores"]) == 2 for k in report["suite_mean"])
+    motions = report["retrieval"]["motions"]
+    assert set(motions) == {"R@1", "R@5", "R@10", "chance_R@1"}
+    assert 0 <= motions["R@1"] <= motions["R@5"] <= motions["R@10"] <= 1 and motions["chance_R@1"] == 1 / 40
+    assert set(report["fewshot"]) == {"random_init", "stage1", "stage1_2"}
+    assert set(report["fewshot"]["stage1"]["tasks"]) == {"digits", "motions", "cancer"}
+    assert (root / "tr" / "fewshot.png").is_file() and "| scratch |" in proc.stdout
+    again = cli("transfer", "--config", "pre.yaml", "--pretrained", "run", "--out", "tr", "--reuse", "--no-progress",
+                cwd=root, check=True)
+    assert "fine-tune scratch seed 1" in again.stdout + again.stderr
+    assert json.loads((root / "tr" / "transfer.json").read_text())["suite_mean"] == report["suite_mean"]
+
+
+def test_bad_input_names_the_field_and_keeps_the_run(pretrained, cli):
+    root, _ = pretrained
+    before = (root / "run" / "model.safetensors").read_bytes()
+    bad = PRETRAIN | {"masking": {"image": {"ratio": 1.5}}}
+    (root / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = cli("pretrain", "--config", "bad.yaml", "--out", "run", "--overwrite", cwd=root)
+    assert proc.returncode != 0 and "pretrain.masking.image.ratio" in proc.stderr
+    assert (root / "run" / "model.safetensors").read_bytes() == before
+    proc = cli("pretrain", "--config", "pre.yaml", "--out", "run", cwd=root)
+    assert proc.returncode != 0 and "already exists" in proc.stderr
+    (root / "single.yaml").write_text(yaml.safe_dump(PRETRAIN | {"stage2": {"steps": 5, "tasks": ["digits"]}}))
+    proc = cli("pretrain", "--config", "single.yaml", "--out", "x", cwd=root)
+    assert proc.returncode != 0 and "'digits' has one modality" in proc.stderr and not (root / "x").exists()
+    proc = cli("transfer", "--config", "pre.yaml", "--pretrained", "ft-missing", cwd=root)
+    assert proc.returncode != 0 and "not a finished `highmodal pretrain` run" in proc.stderr
+
+
+@pytest.mark.slow
+def test_real_quick_pretrain_and_transfer(data_root, tmp_path, cli):
+    """The shipped real-suite pretraining config in quick mode: both stages, then transfer."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "pretrain_real.yaml"
+    cli("pretrain", "--config", str(config), "--quick", "--out", "run", "--data-root", str(data_root),
+        "--no-progress", cwd=tmp_path, check=True)
+    assert (tmp_path / "run" / "reconstructions" / "stage2-road_visible.png").is_file()
+    cli("transfer", "--config", str(config), "--quick", "--pretrained", "run", "--out", "tr", "--data-root",
+        str(data_root), "--no-progress", cwd=tmp_path, check=True)
+    report = json.loads((tmp_path / "tr" / "transfer.json").read_text())
+    assert set(report["retrieval"]) == {"avletters", "roadscene"} and report["quick"]
