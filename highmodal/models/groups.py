@@ -42,16 +42,18 @@ def check_groups(groups: Mapping[str, int], units: Sequence[str], field: str) ->
     return k
 
 
-def initialise_from(model: nn.Module, source: nn.Module, where: str = "--init") -> list[str]:
+def initialise_from(model: nn.Module, source: nn.Module, where: str = "--init",
+                    untrained: Sequence[str] = ()) -> list[str]:
     """Copy ``source``'s weights into ``model``: same-named tensors first, else the shared encoder /
     crossmodal block into each group copy, so heterogeneity-aware fine-tuning starts from the
-    homogeneous model (Appendix B.6). Tensors the source lacks (e.g. a new task's head) keep their
-    fresh initialisation and are returned."""
+    homogeneous model (Appendix B.6). Tensors the source lacks (e.g. a new task's head) or never
+    trained (under an ``untrained`` prefix, e.g. a pretrained model's task heads) keep their fresh
+    initialisation and are returned."""
     src, state = source.state_dict(), model.state_dict()
     fresh = []
     for key, value in state.items():
         origin = key if key in src else _SHARED.sub(lambda m: m["kind"], key)
-        if origin not in src:
+        if origin not in src or any(origin == p or origin.startswith(f"{p}.") for p in untrained):
             fresh.append(key)
             continue
         if src[origin].shape != value.shape:

@@ -22,8 +22,10 @@ FORMAT_VERSION = 1
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
-def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str) -> None:
-    """Write ``model.safetensors`` and ``model.json`` (architecture, specs, tasks, label maps, hash)."""
+def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str, untrained: list[str] | None = None
+               ) -> None:
+    """Write ``model.safetensors`` and ``model.json`` (architecture, specs, tasks, label maps, hash).
+    ``untrained``: module prefixes left at their initialisation (``--init`` does not copy them)."""
     weights = run_dir / "model.safetensors"
     tmp = weights.with_name(".model.safetensors.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
@@ -39,7 +41,14 @@ def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str) -> 
         "params": sum(p.numel() for p in model.parameters()),
         "weights_sha256": sha256_file(weights),
     }
+    if untrained:
+        meta["untrained"] = untrained
     atomic_write_text(run_dir / "model.json", json.dumps(meta, indent=2))
+
+
+def untrained_parts(run_dir: str | Path) -> list[str]:
+    """The module prefixes a saved model never trained (a pretrained model's task heads)."""
+    return json.loads((Path(run_dir) / "model.json").read_text()).get("untrained", [])
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:

@@ -38,6 +38,8 @@ from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import RunDir, save_model
 from highmodal.training.trainer import warmup_cosine
 
+HEADS = ["heads", "unified_head"]  # never trained by pretraining: `train --init` starts them fresh
+
 
 @dataclasses.dataclass
 class StageConfig:
@@ -196,8 +198,9 @@ def stage2_units(suite: TaskSuite, stage: StageConfig) -> list[tuple[TaskTensors
 
 
 def run_stage(mm: MaskedModeling, units: list, stage: StageConfig, number: int, seed: int, log_every: int,
-              log, progress: bool) -> dict:
-    """Train ``mm`` for ``stage.steps`` steps; returns the stage summary."""
+              metrics: Path, log, progress: bool) -> dict:
+    """Train ``mm`` for ``stage.steps`` steps, appending a record to ``metrics`` every ``log_every``;
+    returns the stage summary."""
     if not units:
         raise HighmodalError(f"pretrain.stage{number}: no data to pretrain on (no "
                              f"{'modality' if number == 1 else 'paired task'} selected)")
@@ -233,6 +236,8 @@ def run_stage(mm: MaskedModeling, units: list, stage: StageConfig, number: int, 
             record = {"stage": number, "step": step + 1, "seconds": time.perf_counter() - t0,
                       "loss": {m: float(sums[m]) / counts[m] for m in sorted(sums)}}
             history.append(record)
+            with metrics.open("a") as f:
+                f.write(json.dumps(record) + "\n")
             sums, counts = {}, {}
     seconds = time.perf_counter() - t0
     last = history[-1]["loss"] if history else {}
@@ -274,17 +279,16 @@ def pretrain(cfg: PretrainConfig, config_path: Path, out: Path, data_root: Path 
                 continue
             mods = sorted({m for _, ms in units for m in ms})
             mm = MaskedModeling(model, mods, cfg.masking, cfg.decoder).to(cfg.device)
-            summary["stages"][number] = run_stage(mm, units, stage, number, cfg.seed, cfg.log_every, log, progress)
+            summary["stages"][number] = run_stage(mm, units, stage, number, cfg.seed, cfg.log_every,
+                                                  run.path / "metrics.jsonl", log, progress)
             summary["stages"][number]["masking"] = {m: dataclasses.asdict(o) for m, o in mm.options.items()}
             summary["stages"][number]["pictures"] = save_reconstructions(
                 mm, suite, mods, run.path / "reconstructions", f"stage{number}")
-            with (run.path / "metrics.jsonl").open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in summary["stages"][number]["history"])
             if number == 1 and cfg.stage2.steps:
                 (run.path / "stage1").mkdir()
-                save_model(run.path / "stage1", model, "omnivec2", exp.model.preset)
+                save_model(run.path / "stage1", model, "omnivec2", exp.model.preset, HEADS)
         model.eval()
-        save_model(run.path, model, "omnivec2", exp.model.preset)
+        save_model(run.path, model, "omnivec2", exp.model.preset, HEADS)
         summary["seconds"] = sum(s["seconds"] for s in summary["stages"].values())
         atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
         final = run.commit()

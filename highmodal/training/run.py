@@ -15,7 +15,7 @@ from highmodal.data.task import TaskSuite
 from highmodal.fileio import atomic_write_text
 from highmodal.models.groups import initialise_from
 from highmodal.models.registry import create_model
-from highmodal.training.checkpoint import RunDir, load, save_model
+from highmodal.training.checkpoint import RunDir, load, save_model, untrained_parts
 from highmodal.training.evaluation import evaluate_suite
 from highmodal.training.trainer import Trainer
 
@@ -45,8 +45,8 @@ def train_experiment(
         model = create_model(cfg.model.name, suite.specs, [td.task for td in suite],
                              preset=cfg.model.preset, **cfg.model.options).to(cfg.train.device)
         if init is not None and not resume:
-            fresh = initialise_from(model, load(init), f"--init {init}")
-            log(f"initialised from {init}; {len(fresh)} tensors it lacks start fresh")
+            fresh = initialise_from(model, load(init), f"--init {init}", untrained_parts(init))
+            log(f"initialised from {init}; {len(fresh)} tensors it lacks or never trained start fresh")
         params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model.name} ({cfg.model.preset}): {params:,} parameters, {len(suite)} tasks, "
             f"{len(suite.specs)} modalities")

@@ -64,6 +64,10 @@ def test_fine_tune_from_a_stage(pretrained, cli):
     proc = cli("train", "--config", "train.yaml", "--init", "run/stage1", "--out", "ft", "--no-progress", cwd=root,
                check=True)
     assert "initialised from run/stage1" in proc.stdout
+    meta = json.loads((root / "run" / "stage1" / "model.json").read_text())
+    assert meta["untrained"] == ["heads", "unified_head"]
+    # 4 heads (digits, cancer, motions x 2 modalities), each LayerNorm + 2 Linear = 6 tensors
+    assert "24 tensors it lacks or never trained start fresh" in proc.stdout
     assert json.loads((root / "ft" / "summary.json").read_text())["init"] == "run/stage1"
 
 
