@@ -121,3 +121,22 @@ def test_real_quick_pretrain_and_transfer(data_root, tmp_path, cli):
         str(data_root), "--no-progress", cwd=tmp_path, check=True)
     report = json.loads((tmp_path / "tr" / "transfer.json").read_text())
     assert set(report["retrieval"]) == {"avletters", "roadscene"} and report["quick"]
+
+
+def test_shipped_configs_parse_and_match_the_suite():
+    """configs/pretrain_real.yaml parses; configs/omnivec2_real.yaml is the real suite's OmniVec2 column."""
+    from pathlib import Path
+
+    from highmodal.bench.suite import extra_experiment, load_suite_config
+    from highmodal.config import ExperimentConfig, from_mapping, read_yaml, to_mapping
+    from highmodal.training.pretrain import load_pretrain_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    pre = load_pretrain_config(configs / "pretrain_real.yaml")
+    assert pre.stage2.tasks == ["avletters", "physionet2012", "roadscene"] and pre.transfer.seeds >= 3
+    quick = load_pretrain_config(configs / "pretrain_real.yaml", quick=True)
+    assert quick.stage1.steps <= 20 and quick.transfer.seeds == 1
+    cfg, _ = load_suite_config("real")
+    column = to_mapping(extra_experiment(cfg, cfg.models[0], False, {t["name"] for t in cfg.tasks}))
+    plain = to_mapping(from_mapping(ExperimentConfig, read_yaml(configs / "omnivec2_real.yaml"), "omnivec2_real"))
+    assert {k: v for k, v in plain.items() if k != "name"} == {k: v for k, v in column.items() if k != "name"}
