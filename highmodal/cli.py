@@ -33,6 +33,7 @@ def _report(results: dict, split: str, run_dir: Path, json_path: Path | None) ->
 
 
 def _train(config_path: Path, cfg, args) -> None:
+    from highmodal.training.distributed import is_main
     from highmodal.training.run import train_experiment
 
     if args.epochs is not None:
@@ -50,6 +51,8 @@ def _train(config_path: Path, cfg, args) -> None:
     run_dir, results, _ = train_experiment(cfg, out, config_path.parent, _data(args), args.overwrite,
                                            progress=not args.no_progress, resume=bool(getattr(args, "resume", None)),
                                            init=Path(init) if init else None)
+    if not is_main():  # another process of a torchrun launch: rank 0 reports
+        return
     print(f"run directory: {run_dir}\n")
     _report(results, "test", run_dir, None)
     print(f"reproduce: highmodal evaluate {run_dir} --split test")
@@ -231,6 +234,17 @@ def cmd_probe(args) -> None:
                 print(f"    {label:<12} " + "  ".join(f"{k} {v:.4f}" for k, v in entry[label].items()))
 
 
+def cmd_export(args) -> None:
+    from highmodal.training.export import export_run
+
+    out, manifest = export_run(Path(args.run_dir), args.format, Path(args.out) if args.out else None, args.task,
+                               args.overwrite)
+    for name, entry in manifest["tasks"].items():
+        print(f"{name}: {out / entry['file']} (checked against the model: max abs difference "
+              f"{entry['max_abs_diff']:.1e})")
+    print(f"inputs, outputs and classes: {out / 'manifest.json'}")
+
+
 def cmd_pretrain(args) -> None:
     from highmodal.training.pretrain import load_pretrain_config, pretrain
 
@@ -382,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, help="probe and random-init seed (default: the config's seed)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
+    sp = common(sub.add_parser("export", help="each task's inference graph as an ONNX or TorchScript file, "
+                                              "checked against the model"), data=False)
+    sp.add_argument("run_dir")
+    sp.add_argument("--format", required=True, help="onnx (needs onnx, onnxscript, onnxruntime: pip install "
+                    "'highmodal[export]') or torchscript")
+    sp.add_argument("--task", action="append", help="a task to export (repeat for several; default: every task)")
+    sp.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     sp = common(sub.add_parser("pretrain", help="OmniVec2 masked pretraining: stage 1 per modality, stage 2 on "
                                                 "paired modalities through the fused path"))
     sp.add_argument("--config", required=True, help="pretraining YAML (suite, model label, stages, masking)")
@@ -406,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,
                      "pareto": cmd_study, "probe": cmd_probe, "pretrain": cmd_pretrain,
                      "transfer": cmd_transfer, "variants": cmd_variants, "modalities": cmd_modalities,
-                     "datasets": cmd_datasets}.items():
+                     "datasets": cmd_datasets, "export": cmd_export}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
 

@@ -2,7 +2,8 @@
 
 1. Fine-tuning: the suite's OmniVec2 trained on every task of the capped suite from scratch, from the
    stage-1 model and from the stage-1+2 model (``train --init``), over seeds; test mean skill.
-2. Few-shot: linear probes with k labelled examples per class on the frozen embeddings of a randomly
+2. Few-shot, k labelled training examples per class of every task (k in all for regression): the
+   whole model fine-tuned from each start, and linear probes on the frozen embeddings of a randomly
    initialised copy and of each pretrained stage.
 3. Cross-modal retrieval on paired test data with the same encoders and the fine-tuned models.
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from highmodal.bench.suite import cap_suite, reuse_run
+from highmodal.data.loaders import few_shot, fit_target_scale
 from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError
 from highmodal.fileio import atomic_write_text
@@ -44,12 +46,17 @@ def pretrained_stages(run: Path) -> dict[str, Path]:
     return {f"stage{stages[0]}": run}
 
 
+def shot_suite(suite: TaskSuite, k: int, seed: int) -> TaskSuite:
+    """k labelled training rows per class of every task (validation and test untouched)."""
+    return TaskSuite([fit_target_scale(few_shot(td, k, seed, f"task {td.task.name!r}")) for td in suite])
+
+
 def _finetune(exp, suite: TaskSuite, label: str, init: Path | None, seeds: int, out: Path, config_dir: Path,
-              data_root: Path | None, reuse: bool, overwrite: bool, progress: bool, log) -> dict:
+              data_root: Path | None, reuse: bool, overwrite: bool, progress: bool, log, tag: str = "") -> dict:
     scores, per_task, seconds = [], {}, 0.0
     for seed in range(seeds):
         run_cfg = dataclasses.replace(exp, name=f"{label}-{seed}", seed=seed)
-        where = out / "finetune" / label / f"seed{seed}"
+        where = out / label / f"seed{seed}"
         found = reuse_run(run_cfg, where, suite, log) if reuse else None
         if found is None:
             _, results, summary = train_experiment(run_cfg, where, config_dir, data_root, overwrite or reuse, progress,
@@ -60,7 +67,7 @@ def _finetune(exp, suite: TaskSuite, label: str, init: Path | None, seeds: int, 
         seconds += summary["train_seconds"]
         for task, r in results.items():
             per_task.setdefault(task, []).append(r["metrics"][r["primary"]])
-        log(f"fine-tune {label} seed {seed}: test mean skill {scores[-1]:.2f}")
+        log(f"fine-tune {tag}{label} seed {seed}: test mean skill {scores[-1]:.2f}")
     return {"scores": scores, "mean": float(np.mean(scores)),
             "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, "seconds": seconds,
             "per_task": {t: float(np.mean(v)) for t, v in per_task.items()}}
@@ -77,14 +84,23 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
     exp, suite_dir, suite = pretraining_suite(cfg, config_path.parent, data_root, quick)
     if t.epochs:
         exp.train.epochs = t.epochs
-    suite = cap_suite(suite, t.max_train, t.max_eval, exp.seed)
+    full, suite = suite, cap_suite(suite, t.max_train, t.max_eval, exp.seed)
     tasks = {td.task.name: td for td in suite}
     for r in t.retrieval:
         if r.task not in tasks:
             raise HighmodalError(f"transfer.retrieval: unknown task {r.task!r}; tasks: {', '.join(tasks)}")
-    finetune = {label: _finetune(exp, suite, label, init, t.seeds, out, suite_dir, data_root, reuse, overwrite,
-                                 progress, log)
-                for label, init in {"scratch": None, **stages}.items()}
+    starts = {"scratch": None, **stages}
+    finetune = {label: _finetune(exp, suite, label, init, t.seeds, out / "finetune", suite_dir, data_root, reuse,
+                                 overwrite, progress, log)
+                for label, init in starts.items()}
+    shot_exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, epochs=t.shot_epochs))
+    shot_runs = {}
+    for k in t.shots:
+        few = cap_suite(shot_suite(full, k, exp.seed), t.max_train, t.max_eval, exp.seed)
+        for label, init in starts.items():
+            row = _finetune(shot_exp, few, label, init, t.shot_seeds, out / f"shots{k}", suite_dir, data_root, reuse,
+                            overwrite, progress, log, f"{k}-shot ")
+            shot_runs.setdefault(label, {})[k] = row["mean"]
     torch.manual_seed(cfg.seed)
     encoders = {"random_init": create_model("omnivec2", suite.specs, [td.task for td in suite],
                                             preset=exp.model.preset, **exp.model.options).eval()}
@@ -109,6 +125,7 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
         "pretrain_summary": json.loads((pretrained / "summary.json").read_text()),
         "settings": dataclasses.asdict(t), "epochs": exp.train.epochs, "model": dataclasses.asdict(exp.model),
         "finetune": finetune,
+        "fewshot_finetune": shot_runs,
         "fewshot": {label: {"tasks": curves, "mean": {k: float(np.nanmean([c[k] for c in curves.values()]))
                                                       for k in t.shots}}
                     for label, curves in shots.items()},
@@ -126,7 +143,12 @@ def markdown(report: dict) -> str:
     for label, row in report["finetune"].items():
         lines.append(f"| {label} | {row['mean']:.2f} ± {row['std']:.2f} | {len(row['scores'])} |")
     shots = report["settings"]["shots"]
-    lines += ["", "| encoder | " + " | ".join(f"k={k}" for k in shots) + " |", "|---|" + "---:|" * len(shots)]
+    lines += ["", "| few-shot fine-tuning, start | " + " | ".join(f"k={k}" for k in shots) + " |",
+              "|---|" + "---:|" * len(shots)]
+    for label, row in report["fewshot_finetune"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{row[k]:.2f}" for k in shots) + " |")
+    lines += ["", "| few-shot linear probe, encoder | " + " | ".join(f"k={k}" for k in shots) + " |",
+              "|---|" + "---:|" * len(shots)]
     for label, row in report["fewshot"].items():
         lines.append(f"| {label} | " + " | ".join(f"{row['mean'][k]:.4f}" for k in shots) + " |")
     lines += ["", "| task | encoder | space | direction | R@1 | R@5 | R@10 | median rank | chance R@1 |",
@@ -147,15 +169,19 @@ def plot_fewshot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shots = report["settings"]["shots"]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for label, row in report["fewshot_finetune"].items():
+        left.plot(shots, [row[k] for k in shots], marker="o", label=label)
     for label, row in report["fewshot"].items():
-        ax.plot(shots, [row["mean"][k] for k in shots], marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xticks(shots, [str(k) for k in shots])
-    ax.set_xlabel("labelled examples per class (k)")
-    ax.set_ylabel("mean test accuracy over tasks")
-    ax.set_title("few-shot linear probes on frozen embeddings", fontsize=10)
-    ax.legend(fontsize=8)
+        right.plot(shots, [row["mean"][k] for k in shots], marker="o", label=label)
+    for ax, ylabel, title in ((left, "test mean skill (points)", "fine-tuning every task"),
+                              (right, "mean test accuracy (classification tasks)", "linear probes, frozen")):
+        ax.set_xscale("log")
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.set_xlabel("labelled examples per class (k)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

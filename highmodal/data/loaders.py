@@ -111,12 +111,17 @@ def load_task(entry: dict[str, Any], ctx: LoadContext, where: str) -> TaskData:
     if common.shots is not None:
         td = few_shot(td, common.shots, ctx.seed, where)
     td.check()
-    if not td.task.is_classification:
-        y = td.splits["train"].y
-        std = np.where(y.std(axis=0) > 1e-8, y.std(axis=0), 1.0)
-        td = replace(td, task=replace(td.task, target_mean=tuple(map(float, y.mean(axis=0))),
-                                      target_std=tuple(map(float, std))))
-    return td
+    return fit_target_scale(td)
+
+
+def fit_target_scale(td: TaskData) -> TaskData:
+    """Regression targets' mean and spread from the training split (heads predict standardised values)."""
+    if td.task.is_classification:
+        return td
+    y = td.splits["train"].y
+    std = np.where(y.std(axis=0) > 1e-8, y.std(axis=0), 1.0)
+    return replace(td, task=replace(td.task, target_mean=tuple(map(float, y.mean(axis=0))),
+                                    target_std=tuple(map(float, std))))
 
 
 def few_shot(td: TaskData, k: int, seed: int, where: str) -> TaskData:

@@ -120,7 +120,7 @@ class HighMMT(MultitaskModel):
                                   (0, lmax - t.shape[1]), value=False)
                 for t, m in seqs
             ])
-        return list(self.encoder_for(group)(tokens, mask).split(b))
+        return list(self.encoder_for(group)(tokens, mask).unflatten(0, (len(seqs), -1)).unbind(0))
 
     def features(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         """The representation fed to the task head: ``(B, feature_dim)``."""

@@ -214,9 +214,11 @@ class MaskedModeling(nn.Module):
     def stage1_loss(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
         return self.loss(self.encode(batch, modality, 1), modality)
 
-    def stage2_loss(self, batch: dict[str, torch.Tensor], a: str, b: str) -> dict[str, torch.Tensor]:
-        """Both streams masked, fused (cross-attention both ways, g, attention back), each decoded."""
-        ea, eb = self.encode(batch, a, 2), self.encode(batch, b, 2)
+    def stage2_loss(self, batch_a: dict[str, torch.Tensor], a: str, batch_b: dict[str, torch.Tensor], b: str
+                    ) -> dict[str, torch.Tensor]:
+        """Both streams masked, fused (cross-attention both ways, g, attention back), each decoded.
+        The batches are the same rows for paired data, or as many unrelated rows."""
+        ea, eb = self.encode(batch_a, a, 2), self.encode(batch_b, b, 2)
         (za, _), (zb, _) = self.model.fuse((ea.h, ea.mask), (eb.h, eb.mask))
         return {a: self.loss(ea, a, za), b: self.loss(eb, b, zb)}
 

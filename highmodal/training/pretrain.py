@@ -19,6 +19,7 @@ loss per modality every ``log_every`` steps), ``summary.json`` and ``reconstruct
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import RunDir, save_model
 from highmodal.training.trainer import warmup_cosine
 
+PAIRS = ("paired", "any")
 HEADS = ["heads", "unified_head"]  # never trained by pretraining: `train --init` starts them fresh
 
 
@@ -45,7 +47,9 @@ HEADS = ["heads", "unified_head"]  # never trained by pretraining: `train --init
 class StageConfig:
     """``steps``: optimizer steps (0 skips the stage). ``tasks``: stage 1, whose modalities are
     pretrained (None: every task's); stage 2, the paired tasks (None: every task with >= 2 modalities).
-    ``keep_target``: stage 2 uses only the rows of that label (``{roadscene: 1}``: same-scene pairs)."""
+    ``keep_target``: stage 2 uses only the rows of that label (``{roadscene: 1}``: same-scene pairs).
+    ``pairs`` (stage 2): ``paired`` trains on the paired tasks only; ``any`` also on every other pair
+    of modalities with unrelated rows, as the paper's stage 2 does with its unpaired data sets."""
 
     steps: int = 1000
     batch_size: int = 64
@@ -54,8 +58,11 @@ class StageConfig:
     warmup_frac: float = 0.05
     tasks: list[str] | None = None
     keep_target: dict[str, int] = dataclasses.field(default_factory=dict)
+    pairs: str = "paired"
 
     def __post_init__(self) -> None:
+        if self.pairs not in PAIRS:
+            raise HighmodalError(f"pretrain stage: pairs {self.pairs!r} is not one of {', '.join(PAIRS)}")
         for key, ok in {"steps": self.steps >= 0, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
                         "weight_decay": self.weight_decay >= 0, "warmup_frac": 0 <= self.warmup_frac < 1}.items():
             if not ok:
@@ -74,14 +81,17 @@ class RetrievalPair:
 
 @dataclasses.dataclass
 class TransferSettings:
-    """``highmodal transfer``: fine-tuning on a capped suite over seeds, few-shot linear probes with
-    ``shots`` labelled examples per class (``draws`` random draws each), and retrieval."""
+    """``highmodal transfer``: fine-tuning on a capped suite over ``seeds``; few-shot with ``shots``
+    labelled examples per class, by fine-tuning every task for ``shot_epochs`` (over ``shot_seeds``)
+    and by linear probes on frozen embeddings (``draws`` random draws each); and retrieval."""
 
     seeds: int = 3
     max_train: int = 256
     max_eval: int = 512
     epochs: int | None = None
-    shots: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 5, 10, 20])
+    shots: list[int] = dataclasses.field(default_factory=lambda: [1, 3, 10])
+    shot_epochs: int = 15
+    shot_seeds: int = 1
     draws: int = 5
     retrieval: list[RetrievalPair] = dataclasses.field(default_factory=list)
 
@@ -96,6 +106,7 @@ class QuickPretrain:
     max_eval: int = 64
     epochs: int = 1
     shots: list[int] = dataclasses.field(default_factory=lambda: [1, 5])
+    shot_epochs: int = 1
 
 
 @dataclasses.dataclass
@@ -128,6 +139,7 @@ def load_pretrain_config(path: Path, quick: bool = False) -> PretrainConfig:
         cfg.log_every = min(cfg.log_every, q.steps)
         t = cfg.transfer
         t.seeds, t.max_train, t.max_eval, t.epochs, t.shots = 1, q.max_train, q.max_eval, q.epochs, q.shots
+        t.shot_epochs, t.shot_seeds = q.shot_epochs, 1
         t.retrieval = [r for r in t.retrieval if r.task in cfg.tasks]
     return cfg
 
@@ -164,24 +176,35 @@ def _check_tasks(stage: StageConfig, suite: TaskSuite, key: str) -> None:
     require_tasks([*(stage.tasks or ()), *stage.keep_target], [td.task.name for td in suite], f"pretrain.{key}")
 
 
-def stage1_units(suite: TaskSuite, stage: StageConfig) -> list[tuple[TaskTensors, tuple[str, ...]]]:
-    """One unit per modality, from the task holding the most training rows of it."""
-    _check_tasks(stage, suite, "stage1.tasks")
+Stream = tuple[TaskTensors, str]  # rows of one task, one of its modalities
+Unit = tuple[Stream, ...]  # what one step trains on: one stream (stage 1) or two (stage 2)
+
+
+def modality_streams(suite: TaskSuite, tasks: list[str] | None) -> dict[str, TaskTensors]:
+    """Each modality with the training split of the task holding the most rows of it."""
     best: dict[str, TaskTensors] = {}
     for td in suite:
-        if stage.tasks is not None and td.task.name not in stage.tasks:
+        if tasks is not None and td.task.name not in tasks:
             continue
         tensors = TaskTensors(td.task, td.splits["train"])
         for m in td.task.modalities:
             if m not in best or len(tensors) > len(best[m]):
                 best[m] = tensors
-    return [(t, (m,)) for m, t in best.items()]
+    return best
 
 
-def stage2_units(suite: TaskSuite, stage: StageConfig) -> list[tuple[TaskTensors, tuple[str, ...]]]:
-    """One unit per modality pair of each paired task (its rows of ``keep_target`` only)."""
+def stage1_units(suite: TaskSuite, stage: StageConfig) -> list[Unit]:
+    _check_tasks(stage, suite, "stage1.tasks")
+    return [((t, m),) for m, t in modality_streams(suite, stage.tasks).items()]
+
+
+def stage2_units(suite: TaskSuite, stage: StageConfig) -> list[Unit]:
+    """``pairs: paired``: every modality pair of each paired task, on the same rows (only rows of
+    ``keep_target``). ``pairs: any`` adds every other pair of modalities, each with its own rows (§4:
+    "we randomly select two modalities, and sample data from them")."""
     _check_tasks(stage, suite, "stage2")
-    units = []
+    units: list[Unit] = []
+    paired: set[frozenset[str]] = set()
     for td in suite:
         chosen = stage.tasks is None or td.task.name in stage.tasks
         if not chosen or len(td.task.modalities) < 2:
@@ -192,12 +215,27 @@ def stage2_units(suite: TaskSuite, stage: StageConfig) -> list[tuple[TaskTensors
         if td.task.name in stage.keep_target:
             data = data.subset(np.flatnonzero(data.y == stage.keep_target[td.task.name]))
         tensors = TaskTensors(td.task, data)
-        mods = td.task.modalities
-        units += [(tensors, (a, b)) for i, a in enumerate(mods) for b in mods[i + 1:]]
+        for a, b in itertools.combinations(td.task.modalities, 2):
+            units.append(((tensors, a), (tensors, b)))
+            paired.add(frozenset((a, b)))
+    if stage.pairs == "any":
+        streams = modality_streams(suite, None)
+        units += [((streams[a], a), (streams[b], b)) for a, b in itertools.combinations(streams, 2)
+                  if frozenset((a, b)) not in paired]
     return units
 
 
-def run_stage(mm: MaskedModeling, units: list, stage: StageConfig, number: int, seed: int, log_every: int,
+def draw_batches(unit: Unit, size: int, rng: np.random.Generator) -> list[dict[str, torch.Tensor]]:
+    """One batch per stream; streams of the same rows share the draw, others get as many rows each."""
+    n = min(size, *(len(t) for t, _ in unit))
+    drawn: dict[int, dict[str, torch.Tensor]] = {}
+    for tensors, _ in unit:
+        if id(tensors) not in drawn:
+            drawn[id(tensors)] = tensors.batch(torch.as_tensor(np.sort(rng.choice(len(tensors), n, replace=False))))
+    return [drawn[id(t)] for t, _ in unit]
+
+
+def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number: int, seed: int, log_every: int,
               metrics: Path, log, progress: bool) -> dict:
     """Train ``mm`` for ``stage.steps`` steps, appending a record to ``metrics`` every ``log_every``;
     returns the stage summary."""
@@ -216,14 +254,18 @@ def run_stage(mm: MaskedModeling, units: list, stage: StageConfig, number: int, 
     for step in tqdm(range(stage.steps), desc=f"stage {number}", unit="step", disable=not progress, leave=False):
         if not order:
             order = list(rng.permutation(len(units)))
-        tensors, mods = units[order.pop()]
-        rows = torch.as_tensor(np.sort(rng.choice(len(tensors), min(stage.batch_size, len(tensors)), replace=False)))
-        batch = tensors.batch(rows)
-        losses = {mods[0]: mm.stage1_loss(batch, mods[0])} if number == 1 else mm.stage2_loss(batch, *mods)
+        unit = units[order.pop()]
+        batches = draw_batches(unit, stage.batch_size, rng)
+        mods = [m for _, m in unit]
+        if number == 1:
+            losses = {mods[0]: mm.stage1_loss(batches[0], mods[0])}
+        else:
+            losses = mm.stage2_loss(batches[0], mods[0], batches[1], mods[1])
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise HighmodalError(f"pretrain stage {number}: non-finite loss at step {step + 1} "
-                                 f"({', '.join(mods)} of task {tensors.task.name}); lower the learning rate")
+            what = ", ".join(f"{m} of task {t.task.name}" for t, m in unit)
+            raise HighmodalError(f"pretrain stage {number}: non-finite loss at step {step + 1} ({what}); "
+                                 "lower the learning rate")
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(mm.parameters(), 1.0)
@@ -277,7 +319,7 @@ def pretrain(cfg: PretrainConfig, config_path: Path, out: Path, data_root: Path 
         for number, stage, units in stages:
             if not stage.steps:
                 continue
-            mods = sorted({m for _, ms in units for m in ms})
+            mods = sorted({m for unit in units for _, m in unit})
             mm = MaskedModeling(model, mods, cfg.masking, cfg.decoder).to(cfg.device)
             summary["stages"][number] = run_stage(mm, units, stage, number, cfg.seed, cfg.log_every,
                                                   run.path / "metrics.jsonl", log, progress)

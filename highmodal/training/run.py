@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from highmodal.data.task import TaskSuite
 from highmodal.fileio import atomic_write_text
 from highmodal.models.groups import initialise_from
 from highmodal.models.registry import create_model
+from highmodal.training import distributed
 from highmodal.training.checkpoint import RunDir, load, save_model, untrained_parts
 from highmodal.training.evaluation import evaluate_suite
 from highmodal.training.trainer import Trainer
@@ -35,40 +37,52 @@ def train_experiment(
     Test metrics are computed on the model *reloaded from disk*, exactly as ``highmodal evaluate``
     does, so the two always agree. A prebuilt ``suite`` (e.g. subsampled) skips loading. ``init``
     starts from a trained run's weights (a grouped model takes the shared modules into every group).
+
+    Under ``torchrun`` every process trains its share of each batch (``training/distributed.py``);
+    rank 0 alone logs, writes the run directory and evaluates; the others return no test results.
     """
-    run = RunDir(out, overwrite, resume)
+    device = distributed.setup(cfg.train.device)
+    main = distributed.is_main()
+    log = log if main else _silent
+    run = distributed.agree(lambda: RunDir(out, overwrite, resume))
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         suite = suite if suite is not None else suite_for(cfg, config_dir, data_root)
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model.name, suite.specs, [td.task for td in suite],
-                             preset=cfg.model.preset, **cfg.model.options).to(cfg.train.device)
+                             preset=cfg.model.preset, **cfg.model.options).to(device)
         if init is not None and not resume:
             fresh = initialise_from(model, load(init), f"--init {init}", untrained_parts(init))
             log(f"initialised from {init}; {len(fresh)} tensors it lacks or never trained start fresh")
         params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model.name} ({cfg.model.preset}): {params:,} parameters, {len(suite)} tasks, "
             f"{len(suite.specs)} modalities")
-        if not resume:
+        if not resume and main:
             resolved = to_mapping(cfg)
             resolved["config_dir"] = str(config_dir.resolve())
             atomic_write_text(run.path / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         t0 = time.perf_counter()
-        summary = Trainer(model, suite, cfg.train, cfg.seed, run.path, progress).fit(resume=resume)
+        train_cfg = dataclasses.replace(cfg.train, device=device)
+        summary = Trainer(model, suite, train_cfg, cfg.seed, run.path, progress).fit(resume=resume)
         summary["train_seconds"] = time.perf_counter() - t0
         summary["params"] = params
         summary["init"] = None if init is None else str(init)
         log(f"trained in {summary['train_seconds']:.1f} s; best epoch {summary['best_epoch']} "
             f"(validation skill {summary['best_val_score']:.4f})")
+        if not main:
+            return run.final, {}, summary
         save_model(run.path, model, cfg.model.name, cfg.model.preset)
         atomic_write_text(run.path / "summary.json", json.dumps(
             {k: v for k, v in summary.items() if k != "val"}, indent=2))
         final = run.commit()
     except BaseException:
-        if run.abort():
+        if main and run.abort():
             log(f"the last checkpoint is kept in {run.path}; continue with: highmodal train --resume {out}")
         raise
-    results = evaluate_suite(load(final, cfg.train.device), suite, "test", cfg.train.eval_batch_size,
-                             cfg.train.device)
+    results = evaluate_suite(load(final, device), suite, "test", cfg.train.eval_batch_size, device)
     return final, results, summary
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of processes other than rank 0: one process reports for all."""

@@ -1,6 +1,7 @@
 """One training loop for every model: multitask steps from a sampler (HighMMT's staggered schedule,
 OmniVec2's modality pairs), task balancing, AdamW + warm-up/cosine, selection of the best epoch by
-aggregated validation skill, metrics.jsonl and TensorBoard logging."""
+aggregated validation skill, metrics.jsonl and TensorBoard logging. Under ``torchrun`` the same loop
+runs data-parallel in every process (``training/distributed.py``); rank 0 alone writes and validates."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from highmodal.config import TrainConfig
 from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.models.base import MultitaskModel, Piece
+from highmodal.training import distributed
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors, micro_batches
 from highmodal.training.evaluation import aggregate, evaluate_suite
@@ -46,6 +48,7 @@ class Trainer:
     ) -> None:
         self.model, self.suite, self.cfg, self.seed = model, suite, cfg, seed
         self.run_dir, self.progress = run_dir, progress
+        self.main = distributed.is_main()
         self.device = torch.device(cfg.device)
         names = [td.task.name for td in suite]
         for key in ("only_tasks", "select_on"):
@@ -71,6 +74,8 @@ class Trainer:
         if extra := list(self.balancer.parameters()):
             groups.append({"params": extra, "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.params = [p for g in groups for p in g["params"]]
+        distributed.broadcast_([*self.params, *model.buffers()])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
@@ -81,6 +86,7 @@ class Trainer:
         drop = (torch.rand(len(modalities)) < self.cfg.modality_dropout).tolist()
         if all(drop):
             drop[int(torch.randint(len(modalities), ()))] = False
+        drop = distributed.from_main(drop)  # every process hides the same inputs
         hidden = {m for m, d in zip(modalities, drop, strict=True) if d}
         return {k: v for k, v in batch.items() if k not in hidden and k.removesuffix("_mask") not in hidden}
 
@@ -88,15 +94,21 @@ class Trainer:
         """One optimizer update; returns each piece's (task, loss). With ``grad_accum`` = K every
         piece's batch is cut into K micro-batches (row-aligned, so paired streams stay paired) and
         each slice of the step is backpropagated before the next, so activations shrink K-fold while
-        the gradient stays the full batch's (each micro loss is weighted by its share of rows; only
-        BatchNorm heads see different statistics)."""
+        the gradient stays the full batch's: each micro-batch's balanced loss is weighted by its share
+        of the piece's rows (weighting after balancing keeps the uncertainty balancer's loss-free
+        term counted once; only BatchNorm heads see different statistics). Under torchrun each
+        process first takes its own rows of every piece, and the shares are of the whole batch's
+        rows, so the gradients summed over processes are one process's (``_sum_over_processes``)."""
         for p in pieces:
             modalities = self.model.task(p.task).modalities
             if p.modality is None and self.cfg.modality_dropout > 0 and len(modalities) > 1:
                 p.batch = self._drop_modalities(p.batch, modalities)
         accum = self.cfg.grad_accum
-        slices = [micro_batches(p.batch, accum) for p in pieces]
+        rows = [len(p.batch["target"]) for p in pieces]
+        slices = [micro_batches(distributed.shard(p.batch), accum) for p in pieces]
         losses: list[torch.Tensor | None] = [None] * len(pieces)
+        bad: set[int] = set()  # pieces whose loss is non-finite; len(pieces) when only the balanced sum is
+        at = where
         self.optimizer.zero_grad(set_to_none=True)
         with oom_as_error(where, hint(accum)):
             for k in range(accum):
@@ -107,22 +119,46 @@ class Trainer:
                 parts = []
                 for i, p, out in zip(keep, micro, self.model.step_outputs(micro), strict=True):
                     loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
-                    share = len(p.batch["target"]) / len(pieces[i].batch["target"])
-                    parts.append((i, loss if accum == 1 else loss * share))
-                total = sum(self.balancer.combine(pieces[i].task, loss) for i, loss in parts)
+                    parts.append((i, loss, len(p.batch["target"]) / rows[i]))
+                total = sum(self.balancer.combine(pieces[i].task, loss) * share for i, loss, share in parts)
                 if not torch.isfinite(total):
-                    bad = [pieces[i].task for i, loss in parts if not torch.isfinite(loss)]
+                    bad = {i for i, loss, _ in parts if not torch.isfinite(loss)} or {len(pieces)}
                     at = where if accum == 1 else f"{where} (micro-batch {k + 1}/{accum})"
-                    raise TrainingDiverged(f"non-finite loss in task {', '.join(bad) or 'balancing'} at {at}")
+                    break
                 total.backward()
-                for i, loss in parts:
-                    losses[i] = loss.detach() if losses[i] is None else losses[i] + loss.detach()
+                for i, loss, share in parts:
+                    part = loss.detach() * share
+                    losses[i] = part if losses[i] is None else losses[i] + part
+        if distributed.world() > 1:
+            losses, bad = self._sum_over_processes(losses, bad)
+        if bad:
+            names = [pieces[i].task for i in sorted(bad) if i < len(pieces)]
+            raise TrainingDiverged(f"non-finite loss in task {', '.join(names) or 'balancing'} at {at}")
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         if not torch.isfinite(norm):
             raise TrainingDiverged(f"non-finite gradients from tasks {', '.join(p.task for p in pieces)} at {where}")
         self.optimizer.step()
         self.scheduler.step()
         return [(p.task, loss) for p, loss in zip(pieces, losses, strict=True) if loss is not None]
+
+    def _sum_over_processes(self, losses: list[torch.Tensor | None], bad: set[int]
+                            ) -> tuple[list[torch.Tensor], set[int]]:
+        """Sum gradients, per-piece losses and non-finite flags over processes in one all-reduce, so
+        every process updates identically, logs the whole batch's loss and stops together.
+
+        An explicit all-reduce rather than ``DistributedDataParallel``: steps run through
+        ``model.step_outputs`` (OmniVec2 fuses two pieces in one graph), not the wrapper's
+        ``forward`` that arms its gradient hooks; a process may hold no rows of a piece and then
+        runs no forward at all; ``grad_accum`` would need ``no_sync``; most steps leave some heads
+        unused (``find_unused_parameters`` territory); and the balancer's learnable weights are not
+        in the model. Summing once after the last backward handles all of these, and a parameter
+        no process used keeps ``grad=None`` exactly as in one process."""
+        n = len(losses)
+        zero = torch.zeros((), device=self.device)
+        flags = torch.tensor([float(i in bad) for i in range(n + 1)], device=self.device)
+        extra = torch.cat([torch.stack([zero if v is None else v.float() for v in losses]), flags])
+        total = distributed.sum_gradients(self.params, extra)
+        return list(total[:n]), {i for i, flag in enumerate(total[n:].tolist()) if flag > 0}
 
     def check_memory(self) -> int | None:
         """The resource guard: refuse, before the first step, a step that cannot fit in memory."""
@@ -146,16 +182,17 @@ class Trainer:
         if resume and self.run_dir is not None:
             p, best_state = load_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler)
             self.balancer.load_state(p.balance)
-            trim_log(self.run_dir / "metrics.jsonl", p.epoch)
-        self.check_memory()
+            if self.main:
+                trim_log(self.run_dir / "metrics.jsonl", p.epoch)
+        distributed.agree(self.check_memory)
         writer = log = None
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.main:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tensorboard"))
             log = (self.run_dir / "metrics.jsonl").open("a")
-        bar = tqdm(total=self.total_steps, initial=p.step, disable=not self.progress, desc="train", unit="step",
-                   leave=False)
+        bar = tqdm(total=self.total_steps, initial=p.step, disable=not (self.progress and self.main), desc="train",
+                   unit="step", leave=False)
         try:
             while p.epoch <= self.cfg.epochs:
                 t0 = time.perf_counter()
@@ -176,7 +213,7 @@ class Trainer:
                     p.step_in_epoch = i + 1
                     bar.update()
                     every = self.cfg.checkpoint_every
-                    if self.run_dir is not None and every and p.step % every == 0 and i + 1 < len(self.sampler):
+                    if writer is not None and every and p.step % every == 0 and i + 1 < len(self.sampler):
                         p.balance = self.balancer.state()
                         save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
                 train_loss = {n: float(p.sums[n]) / p.counts[n] if p.counts.get(n) else math.nan
@@ -185,8 +222,8 @@ class Trainer:
                 self.balancer.end_epoch(train_loss)
                 self.model.eval()
                 with oom_as_error(f"validation after epoch {p.epoch}", "lower train.eval_batch_size"):
-                    val = evaluate_suite(self.model, self.val_suite, "val", self.cfg.eval_batch_size,
-                                         tensors=self.val_data)
+                    val = distributed.agree(lambda: evaluate_suite(
+                        self.model, self.val_suite, "val", self.cfg.eval_batch_size, tensors=self.val_data))
                 score = aggregate({n: r for n, r in val.items() if n in self.select})
                 if best_state is None or score > p.best_score:  # NaN never wins, but epoch 1 always counts
                     best_state = copy.deepcopy(self.model.state_dict())

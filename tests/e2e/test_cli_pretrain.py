@@ -22,7 +22,8 @@ PRETRAIN = {
     "stage1": {"steps": 15, "batch_size": 16},
     "stage2": {"steps": 6, "batch_size": 8, "tasks": ["motions"]},
     "masking": {"image": {"ratio": 0.75}},
-    "transfer": {"seeds": 2, "max_train": 64, "max_eval": 64, "epochs": 1, "shots": [1, 3], "draws": 2,
+    "transfer": {"seeds": 2, "max_train": 64, "max_eval": 64, "epochs": 1, "shots": [1, 3], "shot_epochs": 1,
+                 "draws": 2,
                  "retrieval": [{"task": "motions", "query": "accelerometer", "gallery": "gyroscope"}]},
 }
 
@@ -83,6 +84,9 @@ def test_transfer_reports_the_schema(pretrained, cli):
     assert set(motions) == {"R@1", "R@5", "R@10", "chance_R@1"}
     assert 0 <= motions["R@1"] <= motions["R@5"] <= motions["R@10"] <= 1 and motions["chance_R@1"] == 1 / 40
     assert set(report["fewshot"]) == {"random_init", "stage1", "stage1_2"}
+    assert set(report["fewshot_finetune"]) == {"scratch", "stage1", "stage1_2"}
+    assert all(set(row) == {"1", "3"} for row in report["fewshot_finetune"].values())  # JSON keys
+    assert (root / "tr" / "shots3" / "stage1_2" / "seed0" / "model.json").is_file()
     assert set(report["fewshot"]["stage1"]["tasks"]) == {"digits", "motions", "cancer"}
     assert (root / "tr" / "fewshot.png").is_file() and "| scratch |" in proc.stdout
     again = cli("transfer", "--config", "pre.yaml", "--pretrained", "run", "--out", "tr", "--reuse", "--no-progress",

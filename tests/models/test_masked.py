@@ -134,7 +134,8 @@ def test_stage1_loss_falls_on_a_fixed_batch(modality, options):
 
 def test_stage2_scores_both_streams():
     mm = MaskedModeling(model(), ["img", "seq"])
-    losses = mm.stage2_loss(batch(), "img", "seq")
+    b = batch()
+    losses = mm.stage2_loss(b, "img", b, "seq")
     assert set(losses) == {"img", "seq"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert mm.model.fuse_in.attn.to_q.weight.grad is not None and mm.model.g.blocks[0].attn.to_q.weight.grad is not None
