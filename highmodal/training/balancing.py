@@ -67,9 +67,15 @@ class DynamicWeightAverage(Balancer):
         if len(self.history) < 2:
             return
         prev, last = self.history
-        rates = {n: last[n] / prev[n] if prev.get(n) and math.isfinite(last.get(n, math.nan)) else 1.0
-                 for n in self.current}
-        exp = {n: math.exp(r / self.temperature) for n, r in rates.items()}
+
+        def rate(n: str) -> float:
+            """1 when a rate is undefined: a task not drawn in an epoch (tiny few-shot data) has no loss."""
+            a, b = last.get(n, math.nan), prev.get(n, math.nan)
+            return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else 1.0
+
+        rates = {n: rate(n) for n in self.current}
+        top = max(rates.values()) / self.temperature  # a stable softmax: a huge rate must not overflow
+        exp = {n: math.exp(r / self.temperature - top) for n, r in rates.items()}
         total = sum(exp.values())
         self.current = {n: len(exp) * e / total for n, e in exp.items()}
 

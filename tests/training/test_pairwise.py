@@ -98,6 +98,17 @@ def test_dwa_weights_follow_the_convergence_rate():
     assert float(dwa.combine("b", loss)) == pytest.approx(3 * w["b"])
 
 
+def test_dwa_survives_undrawn_tasks_and_huge_rates():
+    """A task not drawn in an epoch (few-shot data) has a NaN loss; a rate may be enormous."""
+    tasks = {n: Task(n, ("x",), "classification", 2) for n in ("a", "b", "c")}
+    dwa = create_balancer("dwa", tasks, temperature=2.0)
+    dwa.end_epoch({"a": math.nan, "b": 1e-300, "c": 0.0})
+    dwa.end_epoch({"a": 0.5, "b": 1.0, "c": 0.2})
+    w = dwa.weights()
+    assert all(math.isfinite(v) for v in w.values()) and sum(w.values()) == pytest.approx(3)
+    assert w["a"] == pytest.approx(w["c"]) and w["b"] == pytest.approx(3, rel=1e-6)  # rate 1e300 takes all
+
+
 def test_uncertainty_weights_are_learned():
     tasks = {"a": Task("a", ("x",), "regression", 1)}
     unc = create_balancer("uncertainty", tasks, 2.0)
