@@ -234,6 +234,15 @@ def cmd_probe(args) -> None:
                 print(f"    {label:<12} " + "  ".join(f"{k} {v:.4f}" for k, v in entry[label].items()))
 
 
+def cmd_bench(args) -> None:
+    from highmodal.bench.speed import run_speed
+
+    for line in run_speed(model=args.model, workload=args.workload, device=args.device, amp=args.amp,
+                          compile=args.compile, batch=args.batch, steps=args.steps, warmup=args.warmup,
+                          repeats=args.repeats, threads=args.threads, memory=not args.no_memory, seed=args.seed):
+        print(json.dumps(line), flush=True)
+
+
 def cmd_export(args) -> None:
     from highmodal.training.export import export_run
 
@@ -420,6 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reuse", action="store_true", help="evaluate fine-tuning runs already finished in --out")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
+    bench = sub.add_parser("bench", help="benchmarks against the original implementations").add_subparsers(
+        dest="bench_command", required=True)
+    sp = common(bench.add_parser("speed", help="train/inference samples per second, peak memory and parameters of "
+                                 "a model and of its original implementation on one workload: one JSON line per "
+                                 "model, then their ratios"), data=False)
+    sp.add_argument("--model", default="highmmt", help="model to measure (default: highmmt)")
+    sp.add_argument("--workload", default="highmmt-4task", help="input shapes and tasks (default: highmmt-4task)")
+    sp.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    sp.add_argument("--amp", choices=["bf16"], help="autocast our model to bf16 (the reference stays fp32)")
+    sp.add_argument("--compile", action="store_true", help="torch.compile our model (the reference stays eager)")
+    sp.add_argument("--batch", type=int, default=32, help="samples per task in a step (default: 32)")
+    sp.add_argument("--steps", type=int, default=10, help="steps per timed run (default: 10)")
+    sp.add_argument("--warmup", type=int, default=3, help="untimed steps first, at least 2 (default: 3)")
+    sp.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported (default: 5)")
+    sp.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    sp.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (on CPU it "
+                    "builds and steps each model again in a fresh process)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
     sp = sub.add_parser("modalities", help="each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
@@ -428,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,
                      "pareto": cmd_study, "probe": cmd_probe, "pretrain": cmd_pretrain,
                      "transfer": cmd_transfer, "variants": cmd_variants, "modalities": cmd_modalities,
-                     "datasets": cmd_datasets, "export": cmd_export}.items():
+                     "datasets": cmd_datasets, "export": cmd_export, "bench": cmd_bench}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
 

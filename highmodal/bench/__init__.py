@@ -1,1 +1,2 @@
-"""Benchmarks: quality comparisons on real suites (and, later, speed), with JSON output."""
+"""Benchmarks: quality comparisons on real suites and speed against the original implementations, with
+JSON output."""

@@ -1,0 +1,407 @@
+"""``highmodal bench speed``: training and inference throughput of our model and of the original
+implementation on the same workload, timed in one process, so their ratio is apples to apples.
+
+Inputs are synthetic (seeded Gaussian data, uniform labels) of the workload's exact per-sample
+shapes: the step cost of these models depends on shapes alone, not on values, so no dataset is
+needed. One train step is the original training loop's: one batch of every task, the weighted sum
+of their cross-entropies, one backward, one Adam step; samples counted = batch × number of tasks.
+An inference step runs every task's batch under ``torch.inference_mode``.
+
+Timing: ``warmup`` untimed steps first (two at least), then ``repeats`` timed runs of ``steps``
+steps each, with ``time.perf_counter`` (after a CUDA synchronise on GPU); the median run is
+reported. Runs alternate between the two models, so a machine whose load drifts slows both alike.
+Threads are torch's default unless ``threads`` is given.
+
+Peak memory is what building and stepping a model adds (parameters, gradients, Adam state,
+activations; not the inputs). On CUDA: ``max_memory_allocated`` minus what was allocated before
+the model was built. On CPU torch's allocator keeps no statistics and ``tracemalloc`` cannot see
+tensor storage, so each model is built and stepped again in a fresh spawned process, and the
+growth of that process's peak resident set is reported (``cpu_peak``). The two are not comparable.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from highmodal import __version__
+from highmodal.data.task import Task
+from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.modalities.spec import ModalitySpec
+from highmodal.models.base import MultitaskModel, Piece
+from highmodal.models.highmmt import resolve_config
+from highmodal.models.registry import MODELS, create_model
+from highmodal.registry import Registry
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage, so no CPU peak memory
+    resource = None
+
+REFERENCE_PACKAGE = "perceiver-multi-modality-pytorch"
+INSTALL_HINT = ("pip install --no-deps 'perceiver-multi-modality-pytorch==1.4.0' einops (--no-deps: it pins "
+                "torch<2.0 and einops<0.4, which would downgrade torch; it runs on current torch)")
+IMPLS = ("highmodal", "reference")
+AMP = {"bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model setting with the inputs and tasks it runs on: all both implementations need."""
+
+    model: str
+    preset: str
+    specs: tuple[ModalitySpec, ...]
+    tasks: tuple[Task, ...]
+    original_params: int
+    param_tolerance: float  # relative difference allowed from ``original_params``
+    lr: float
+    weight_decay: float
+    # Speed-ups ours/reference expected in ``target_setting`` (the issue's acceptance criteria).
+    targets: dict[str, float]
+    target_setting: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+
+
+WORKLOADS: Registry[Workload] = Registry("speed workload")
+
+
+def _sequence(name: str, kind: str, length: int, channels: int) -> ModalitySpec:
+    return ModalitySpec(name, kind, (length, channels), num_freq_bands=3)
+
+
+# HighMMT's large multitask setting (paper Table 10: MIMIC, AV-MNIST, MOSEI, UR-FUNNY) as the original
+# code runs it: pliang279/HighMMT, private_test_scripts/perceivers/fourmultitask.py.
+WORKLOADS.register("highmmt-4task")(Workload(
+    model="highmmt",
+    preset="large",
+    specs=(
+        ModalitySpec("static", "tabular", (5, 1)),
+        ModalitySpec("timeseries", "time_series", (24, 12, 1)),
+        ModalitySpec("image", "image", (7, 7, 16)),  # 28×28 digits cut into 4×4 patches
+        ModalitySpec("audio", "audio", (7, 7, 256)),  # 112×112 spectrograms cut into 16×16 patches
+        _sequence("feature1", "video", 50, 35),  # MOSEI
+        _sequence("feature2", "audio", 50, 74),  # MOSEI
+        _sequence("feature3", "text", 50, 300),  # GloVe words, one modality for MOSEI and UR-FUNNY
+        _sequence("feature4", "video", 50, 371),  # UR-FUNNY
+        _sequence("feature5", "audio", 50, 81),  # UR-FUNNY
+    ),
+    tasks=(  # loss weights: fourmultitask.py's train_weights
+        Task("mimic", ("static", "timeseries"), "classification", 2, weight=1.2),
+        Task("avmnist", ("image", "audio"), "classification", 10, weight=0.9),
+        Task("mosei", ("feature1", "feature2", "feature3"), "classification", 2, weight=1.1),
+        Task("urfunny", ("feature4", "feature5", "feature3"), "classification", 2, weight=1.0),
+    ),
+    original_params=527_382,
+    param_tolerance=0.03,  # "within a few percent"; ours and the reference currently match exactly
+    lr=8e-4,
+    weight_decay=1e-3,
+    targets={"train": 3.0, "infer": 5.0},
+    target_setting={"device": "cpu", "threads": 2, "amp": None, "compile": False},
+))
+
+
+def get_workload(name: str) -> Workload:
+    return WORKLOADS.get(name)
+
+
+def synthetic_batches(workload: Workload, batch: int, device: torch.device, seed: int = 0
+                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """One batch per task (its own tensors, also for a modality two tasks share) and its labels."""
+    g = torch.Generator().manual_seed(seed)
+    specs = {s.name: s for s in workload.specs}
+    batches = {t.name: {m: torch.randn(batch, *specs[m].shape, generator=g).to(device) for m in t.modalities}
+               for t in workload.tasks}
+    targets = {t.name: torch.randint(t.out_dim, (batch,), generator=g).to(device) for t in workload.tasks}
+    return batches, targets
+
+
+def reference_class() -> type[nn.Module]:
+    try:
+        from highmodal.bench.reference import ReferenceHighMMT
+    except ImportError as e:
+        raise HighmodalError(f"the reference implementation needs {REFERENCE_PACKAGE} ({e}): {INSTALL_HINT}") from None
+    return ReferenceHighMMT
+
+
+def build_model(impl: str, workload: Workload, seed: int = 0) -> nn.Module:
+    """Our registered model or the reference, both from the workload's preset and overrides."""
+    torch.manual_seed(seed)
+    if impl == "highmodal":
+        return create_model(workload.model, workload.specs, workload.tasks, preset=workload.preset,
+                            **workload.overrides)
+    cfg = resolve_config(workload.preset, **workload.overrides)
+    return reference_class()(workload.specs, workload.tasks, cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Runner:
+    """One implementation under test: its model, optimiser and numeric settings."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    tasks: tuple[Task, ...]
+    device: torch.device
+    amp: torch.dtype | None = None
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+
+    def outputs(self, batches: dict[str, dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+        """Logits of every task; through ``step_outputs`` for our models, as the trainer calls them."""
+        pieces = [Piece(t.name, None, batches[t.name]) for t in self.tasks]
+        if isinstance(self.model, MultitaskModel):
+            return self.model.step_outputs(pieces)
+        return [self.model(p.batch, p.task) for p in pieces]
+
+    def train_step(self, batches: dict[str, dict[str, torch.Tensor]], targets: dict[str, torch.Tensor]) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            outs = self.outputs(batches)
+        loss = sum(t.weight * F.cross_entropy(out.float(), targets[t.name])
+                   for t, out in zip(self.tasks, outs, strict=True))
+        loss.backward()
+        self.optimizer.step()
+
+    def infer_step(self, batches: dict[str, dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+        self.model.eval()
+        with torch.inference_mode(), self.autocast():
+            return self.outputs(batches)
+
+
+def make_runner(impl: str, workload: Workload, device: torch.device, amp: str | None = None, compile: bool = False,
+                seed: int = 0) -> Runner:
+    """AMP and ``torch.compile`` are ours alone: the reference runs as the original did (fp32, eager)."""
+    model = build_model(impl, workload, seed).to(device)
+    ours = impl == "highmodal"
+    if ours and compile:
+        model.compile()  # in place, so step_outputs' calls to self(...) are compiled too
+    optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay)
+    return Runner(model, optimizer, workload.tasks, device, AMP[amp] if ours and amp else None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One benchmark run's options (the CLI flags); picklable, for the memory-measuring processes."""
+
+    model: str = "highmmt"
+    workload: str = "highmmt-4task"
+    device: str = "cpu"
+    amp: str | None = None
+    compile: bool = False
+    batch: int = 32
+    steps: int = 10
+    warmup: int = 3
+    repeats: int = 5
+    threads: int | None = None
+    memory: bool = True
+    seed: int = 0
+
+    @property
+    def warm_steps(self) -> int:
+        return max(self.warmup, 2)  # two at least: Adam allocates its state in the first step
+
+    def check(self) -> tuple[Workload, torch.device]:
+        """Validate every option before anything is built; user errors are HighmodalErrors."""
+        workload = get_workload(self.workload)
+        MODELS.get(self.model)  # an unknown model name is a clear error with suggestions
+        if self.model != workload.model:
+            raise HighmodalError(f"--model {self.model!r}: workload {self.workload!r} is defined for "
+                                 f"{workload.model!r}; workloads: {', '.join(WORKLOADS)}")
+        if self.amp is not None and self.amp not in AMP:
+            raise HighmodalError(f"--amp {self.amp!r}: choose one of {', '.join(AMP)}{did_you_mean(self.amp, AMP)}")
+        counts = {"batch": self.batch, "steps": self.steps, "warmup": self.warmup, "repeats": self.repeats,
+                  "threads": 1 if self.threads is None else self.threads}
+        for key, value in counts.items():
+            if value < 1:
+                raise HighmodalError(f"--{key} must be at least 1, got {value}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise HighmodalError(f"--device {self.device!r} is not a device; use cpu or cuda") from None
+        if device.type not in ("cpu", "cuda"):
+            raise HighmodalError(f"--device {self.device!r} is not supported; use cpu or cuda")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise HighmodalError(f"--device {self.device}: torch sees no CUDA device here")
+        return workload, device
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {key}")
+
+
+def _peak_tracker() -> tuple[Callable[[], int | None], str]:
+    """A function returning the peak RSS growth since this call, and the method's name. Linux can
+    reset the peak (VmHWM) to the current RSS, so import-time spikes do not hide the model's; else
+    fall back on ``ru_maxrss``, which counts growth above the earlier peak only."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_bytes("VmRSS")
+        return (lambda: _status_bytes("VmHWM") - base), "VmHWM growth after a peak reset, in a fresh process"
+    except OSError:
+        if resource is None:
+            return (lambda: None), "unavailable on this platform"
+        scale = 1 if sys.platform == "darwin" else 1024
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (lambda: (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * scale,
+                "ru_maxrss growth, in a fresh process")
+
+
+def cpu_peak(settings: Settings, impl: str, threads: int) -> tuple[int | None, str]:
+    """How much one model adds to the peak RSS while built and stepped; meant for a fresh process.
+
+    A first copy, stepped once on one sample and kept alive, loads what torch initialises lazily
+    (kernels, the autograd engine, optimiser code: ~150 MB, more than the model needs), so that is
+    not counted; and since it stays alive, its memory cannot be recycled into the measured copy's."""
+    torch.set_num_threads(threads)
+    workload, device = get_workload(settings.workload), torch.device("cpu")
+    warm = make_runner(impl, workload, device, settings.amp, settings.compile, settings.seed)
+    one, one_target = synthetic_batches(workload, 1, device, settings.seed)
+    warm.train_step(one, one_target)
+    warm.infer_step(one)
+    batches, targets = synthetic_batches(workload, settings.batch, device, settings.seed)
+    growth, method = _peak_tracker()
+    runner = make_runner(impl, workload, device, settings.amp, settings.compile, settings.seed)
+    for _ in range(settings.warm_steps):
+        runner.train_step(batches, targets)
+        runner.infer_step(batches)
+    return growth(), method
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _rate(step: Callable[[], object], steps: int, samples: int, device: torch.device) -> float:
+    start = _clock(device)
+    for _ in range(steps):
+        step()
+    return steps * samples / (_clock(device) - start)
+
+
+def _warm_up(settings: Settings, impl: str, workload: Workload, device: torch.device, batches: dict,
+             targets: dict) -> tuple[Runner, int | None]:
+    """Build and warm up one implementation; on CUDA also return the memory it added at its peak."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    runner = make_runner(impl, workload, device, settings.amp, settings.compile, settings.seed)
+    for _ in range(settings.warm_steps):
+        runner.train_step(batches, targets)
+        runner.infer_step(batches)
+    if not (cuda and settings.memory):
+        return runner, None
+    torch.cuda.synchronize(device)
+    return runner, torch.cuda.max_memory_allocated(device) - base
+
+
+def _check_equal(workload: Workload, runners: dict[str, Runner], batches: dict, batch: int,
+                 params: dict[str, int]) -> dict[str, list[int]]:
+    """Both models must map every task's batch to (batch, classes) logits and have the original's size."""
+    shapes = {impl: [tuple(o.shape) for o in r.infer_step(batches)] for impl, r in runners.items()}
+    want = [(batch, t.out_dim) for t in workload.tasks]
+    if any(s != want for s in shapes.values()):
+        raise RuntimeError(f"output shapes differ: expected {want}, got {shapes}")
+    for impl, n in params.items():
+        if abs(n - workload.original_params) > workload.param_tolerance * workload.original_params:
+            raise RuntimeError(f"{impl} has {n:,} parameters; the original has {workload.original_params:,} "
+                               f"(tolerance {workload.param_tolerance:.0%})")
+    return {t.name: list(s) for t, s in zip(workload.tasks, want, strict=True)}
+
+
+def run_speed(**options) -> list[dict]:
+    """One result per implementation, then their ratios (ours / reference samples per second).
+    ``options``: the fields of ``Settings``; ``threads`` None keeps torch's default."""
+    settings = Settings(**options)
+    workload, device = settings.check()
+    reference_class()  # fail before any measuring when the reference is not installed
+    before = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _measure(settings, workload, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(settings: Settings, workload: Workload, device: torch.device) -> list[dict]:
+    threads = torch.get_num_threads()
+    batches, targets = synthetic_batches(workload, settings.batch, device, settings.seed)
+    runners: dict[str, Runner] = {}
+    peak: dict[str, int | None] = {}
+    method = "torch.cuda.max_memory_allocated growth while built and warmed up" if settings.memory else None
+    with ExitStack() as stack:
+        pending = {}
+        if device.type == "cpu" and settings.memory:  # a fresh process per model, run while this one warms up
+            for impl in IMPLS:
+                pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+                pending[impl] = pool.submit(cpu_peak, settings, impl, threads)
+        for impl in IMPLS:
+            runners[impl], peak[impl] = _warm_up(settings, impl, workload, device, batches, targets)
+        for impl, future in pending.items():
+            peak[impl], method = future.result()
+    params = {impl: count_params(r.model) for impl, r in runners.items()}
+    shapes = _check_equal(workload, runners, batches, settings.batch, params)
+
+    samples, steps = settings.batch * len(workload.tasks), settings.steps
+    train: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    infer: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    for _ in range(settings.repeats):
+        for impl, r in runners.items():
+            train[impl].append(_rate(lambda r=r: r.train_step(batches, targets), steps, samples, device))
+    for _ in range(settings.repeats):
+        for impl, r in runners.items():
+            infer[impl].append(_rate(lambda r=r: r.infer_step(batches), steps, samples, device))
+
+    setting = {"device": device.type, "threads": threads, "amp": settings.amp, "compile": settings.compile}
+    common = {"model": settings.model, "workload": settings.workload}
+    lines = [{
+        **common, "impl": impl, "package": _package(impl), "device": str(device), "threads": threads,
+        "batch": settings.batch, "amp": settings.amp if r.amp else None,
+        "compile": settings.compile and impl == "highmodal",
+        "train_samples_per_s": statistics.median(train[impl]), "infer_samples_per_s": statistics.median(infer[impl]),
+        "peak_mem_bytes": peak[impl], "peak_mem_method": method, "params": params[impl],
+        "steps": steps, "warmup": settings.warm_steps, "train_runs": train[impl], "infer_runs": infer[impl],
+    } for impl, r in runners.items()]
+    ratio = {k: lines[0][f"{k}_samples_per_s"] / lines[1][f"{k}_samples_per_s"] for k in ("train", "infer")}
+    matches = all(setting[k] == v for k, v in workload.target_setting.items())
+    lines.append({
+        **common, "ratio": "highmodal / reference samples per second", "train_ratio": ratio["train"],
+        "infer_ratio": ratio["infer"], **setting, "batch": settings.batch,
+        "params": {"highmodal": params["highmodal"], "reference": params["reference"],
+                   "original": workload.original_params},
+        "output_shapes": shapes, "targets": workload.targets, "target_setting": workload.target_setting,
+        "meets_targets": all(ratio[k] >= v for k, v in workload.targets.items()) if matches else None,
+    })
+    return lines
+
+
+def _package(impl: str) -> str:
+    if impl == "highmodal":
+        return f"highmodal=={__version__}"
+    return f"{REFERENCE_PACKAGE}=={metadata.version(REFERENCE_PACKAGE)}"
