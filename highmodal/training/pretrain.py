@@ -243,6 +243,7 @@ def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number:
         raise HighmodalError(f"pretrain.stage{number}: no data to pretrain on (no "
                              f"{'modality' if number == 1 else 'paired task'} selected)")
     rng = np.random.default_rng([seed, number])
+    device = next(mm.parameters()).device
     opt = torch.optim.AdamW(mm.parameters(), lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(stage.steps, stage.warmup_frac, 0.0))
     sums: dict[str, torch.Tensor] = {}
@@ -255,7 +256,7 @@ def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number:
         if not order:
             order = list(rng.permutation(len(units)))
         unit = units[order.pop()]
-        batches = draw_batches(unit, stage.batch_size, rng)
+        batches = [{k: v.to(device) for k, v in b.items()} for b in draw_batches(unit, stage.batch_size, rng)]
         mods = [m for _, m in unit]
         if number == 1:
             losses = {mods[0]: mm.stage1_loss(batches[0], mods[0])}

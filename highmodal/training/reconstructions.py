@@ -80,7 +80,8 @@ def save_reconstructions(mm: MaskedModeling, suite: TaskSuite, modalities: list[
             continue
         td = next(td for td in suite if m in td.task.modalities)
         mods = td.task.modalities[:2] if stage == 2 and m in td.task.modalities[:2] else (m,)
-        batch = TaskTensors(td.task, td.splits["test"]).batch(slice(0, rows))
+        device = next(mm.parameters()).device
+        batch = {k: v.to(device) for k, v in TaskTensors(td.task, td.splits["test"]).batch(slice(0, rows)).items()}
         mm.eval()
         shown = [np.stack([pixels(img) for img in v]) for v in views(mm, batch, mods, m, stage)]
         mm.train()
