@@ -10,6 +10,7 @@ encoder's first linear maps absorb, so the model family is the same.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -62,6 +63,11 @@ class Standardizer:
         self, name: str, x: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: ``(B, *axes, channels)`` → ``(B, L, d_all)`` and a ``(B, L)`` mask (or None)."""
+        parts = self.parts(name, x, mask)
+        return parts.tokens(), parts.mask
+
+    def parts(self, name: str, x: torch.Tensor, mask: torch.Tensor | None = None) -> StandardInput:
+        """The same tokens as ``__call__``, kept factored into per-sample data and shared channels."""
         if name not in self.specs:
             raise HighmodalError(f"modality {name!r} is not one of the model's: {', '.join(self.specs)}")
         s = self.specs[name]
@@ -76,26 +82,42 @@ class Standardizer:
             want = "(B, " + ", ".join("*" if a is None else str(a) for a in s.shape) + ")"
             limit = f" with * <= {s.max_len}" if s.variable else ""
             raise HighmodalError(f"modality {name!r} expected shape {want}{limit}, got {tuple(x.shape)}")
-        x = normalise(s, x)
+        data = normalise(s, x).reshape(b, -1, c)
         pos = grid_positions(tuple(axes), s.ref_lengths(), device=x.device)
-        enc = fourier_encode(pos, s.max_freq, s.num_freq_bands).flatten(-2)
-        code = torch.zeros(self.num_modalities, device=x.device)
-        code[0 if not self.shared_embedding else self.index[name]] = 1.0
+        enc = fourier_encode(pos, s.max_freq, s.num_freq_bands).flatten(-2).reshape(data.shape[1], -1)
+        code = torch.zeros(data.shape[1], self.num_modalities, device=x.device)
+        code[:, 0 if not self.shared_embedding else self.index[name]] = 1.0
         pad = self.d_all - c - self.num_modalities - s.pos_dim
-        tokens = torch.cat(
-            [
-                x,
-                code.expand(b, *axes, -1),
-                enc.expand(b, *enc.shape),
-                x.new_zeros(b, *axes, pad),
-            ],
-            dim=-1,
-        ).reshape(b, -1, self.d_all)
+        rest = torch.cat([code, enc, code.new_zeros(data.shape[1], pad)], dim=-1)
         if mask is not None:
             mask = mask.reshape(b, -1).bool()
-            if mask.shape[1] != tokens.shape[1]:
+            if mask.shape[1] != data.shape[1]:
                 raise HighmodalError(
-                    f"modality {name!r}: mask covers {mask.shape[1]} positions, data has {tokens.shape[1]}"
+                    f"modality {name!r}: mask covers {mask.shape[1]} positions, data has {data.shape[1]}"
                 )
-            tokens = tokens * mask.unsqueeze(-1)
-        return tokens, mask
+        return StandardInput(data, rest, mask)
+
+
+@dataclass(frozen=True)
+class StandardInput:
+    """One modality's standardized tokens in factored form: ``cat([data, rest])`` per position, with
+    masked positions all zero. Only ``data`` (``(B, L, c)``) varies between samples; ``rest``
+    (``(L, d_all - c)``: code, positions, pad) is shared, which lets the encoder's first projection
+    skip most of the ``d_all`` channels (``nn/factored.py``). ``mask``: ``(B, L)`` or None."""
+
+    data: torch.Tensor
+    rest: torch.Tensor
+    mask: torch.Tensor | None
+
+    @property
+    def batch(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.data.shape[1]
+
+    def tokens(self) -> torch.Tensor:
+        """The materialised ``(B, L, d_all)`` tokens."""
+        tokens = torch.cat([self.data, self.rest.expand(self.batch, -1, -1)], dim=-1)
+        return tokens if self.mask is None else tokens * self.mask.unsqueeze(-1)

@@ -12,8 +12,8 @@ from torch import nn
 from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.standardize import Standardizer
-from highmodal.models.base import MultitaskModel
+from highmodal.modalities.standardize import StandardInput, Standardizer
+from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.groups import check_groups, crossmodal_units, unimodal_units
 from highmodal.models.registry import register_model, resolve_preset
 from highmodal.nn.crossmodal import CrossmodalTransformer, ordered_pairs
@@ -107,55 +107,77 @@ class HighMMT(MultitaskModel):
         return self.crossmodal if group == 0 else self.group_crossmodals[group - 1]
 
     def encode(self, batch: dict[str, torch.Tensor], names: Sequence[str], group: int = 0) -> list[torch.Tensor]:
-        """Run one encoder over all ``names`` in one call (padded to a common length, masked)."""
-        seqs = [self.standardizer(n, batch[n], batch.get(f"{n}_mask")) for n in names]
-        lmax = max(t.shape[1] for t, _ in seqs)
-        b = seqs[0][0].shape[0]
-        need_mask = any(m is not None or t.shape[1] < lmax for t, m in seqs)
-        tokens = torch.cat([nn.functional.pad(t, (0, 0, 0, lmax - t.shape[1])) for t, _ in seqs])
-        mask = None
-        if need_mask:
-            mask = torch.cat([
-                nn.functional.pad(m if m is not None else t.new_ones(b, t.shape[1], dtype=torch.bool),
-                                  (0, lmax - t.shape[1]), value=False)
-                for t, m in seqs
-            ])
-        return list(self.encoder_for(group)(tokens, mask).unflatten(0, (len(seqs), -1)).unbind(0))
+        """Latents of each modality in ``names``, all through one encoder call."""
+        return self.encoder_for(group).encode_inputs([self._input(batch, n) for n in names])
+
+    def _input(self, batch: dict[str, torch.Tensor], name: str) -> StandardInput:
+        return self.standardizer.parts(name, batch[name], batch.get(f"{name}_mask"))
 
     def features(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         """The representation fed to the task head: ``(B, feature_dim)``."""
-        t = self.task(task)
-        present = [m for m in t.modalities if m in batch]
-        if not present:
-            raise HighmodalError(f"task {task!r}: the batch holds none of its modalities {list(t.modalities)}")
-        uni = {m: self.cfg.unimodal_groups.get(f"{task}/{m}", 0) for m in t.modalities}
-        encoded = {}
-        for g in sorted({uni[m] for m in present}):  # one batched call per encoder group
-            names = [m for m in present if uni[m] == g]
-            encoded.update(zip(names, self.encode(batch, names, g), strict=True))
+        return self.step_features([Piece(task, None, batch)])[0]
+
+    def step_features(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
+        """Head inputs of several task batches, computed together: every modality of every piece
+        goes through its encoder in one call, and every ordered pair of every piece (of equal
+        batch size) through its crossmodal transformer in one call, so a multitask step costs a
+        few large kernels rather than many small ones. Each result equals ``features`` alone."""
+        tasks = [self.task(p.task) for p in pieces]  # validates every task name first
+        jobs: dict[int, list[tuple[int, str]]] = {}  # encoder group → (piece, modality)
+        for k, (p, t) in enumerate(zip(pieces, tasks, strict=True)):
+            present = [m for m in t.modalities if m in p.batch]
+            if not present:
+                raise HighmodalError(f"task {t.name!r}: the batch holds none of its modalities {list(t.modalities)}")
+            for m in present:
+                jobs.setdefault(self.cfg.unimodal_groups.get(f"{t.name}/{m}", 0), []).append((k, m))
+        encoded: dict[tuple[int, str], torch.Tensor] = {}
+        for g, keys in sorted(jobs.items()):
+            inputs = [self._input(pieces[k].batch, m) for k, m in keys]
+            encoded.update(zip(keys, self.encoder_for(g).encode_inputs(inputs), strict=True))
         # A missing modality is stood in for by its encoder's learned initial latent array: what the
         # Perceiver holds before it has looked at any input. No extra parameters, and the head keeps
         # its width, so any non-empty subset of a task's modalities can be scored.
-        b = encoded[present[0]].shape[0]
-        latents = [encoded[m] if m in encoded else self.encoder_for(uni[m]).latents.expand(b, -1, -1)
-                   for m in t.modalities]
-        if len(latents) == 1:
-            return latents[0].flatten(1)
-        if not self.group_crossmodals:
-            return self.crossmodal(latents)
-        pairs = ordered_pairs(len(latents))
-        mods = t.modalities
-        group = [self.cfg.crossmodal_groups.get(f"{task}/{mods[min(i, j)]}+{mods[max(i, j)]}", 0) for i, j in pairs]
-        out: list[torch.Tensor | None] = [None] * len(pairs)
-        for g in sorted(set(group)):  # one batched call per crossmodal group
-            idx = [k for k, gk in enumerate(group) if gk == g]
-            for k, y in zip(idx, self.crossmodal_for(g).pair_outputs(latents, [pairs[k] for k in idx]), strict=True):
-                out[k] = y
-        return torch.stack(out, 1).reshape(b, -1)
+        latents: list[list[torch.Tensor]] = []
+        for k, t in enumerate(tasks):
+            b = next(v.shape[0] for (kk, _), v in encoded.items() if kk == k)
+            latents.append([
+                encoded[k, m] if (k, m) in encoded
+                else self.encoder_for(self.cfg.unimodal_groups.get(f"{t.name}/{m}", 0)).latents.expand(b, -1, -1)
+                for m in t.modalities
+            ])
+        # Pieces of equal batch size share crossmodal calls; each is keyed by the first such piece
+        # (not by the size itself, which is symbolic, and unhashable, when exported with a dynamic batch).
+        sizes = [x[0].shape[0] for x in latents]
+        first = [next(k0 for k0 in range(k + 1) if k0 == k or sizes[k0] == sizes[k]) for k in range(len(tasks))]
+        pair_jobs: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (group, first piece) → (piece, pair)
+        for k, t in enumerate(tasks):
+            mods = t.modalities
+            for n, (i, j) in enumerate(ordered_pairs(len(mods))):
+                g = self.cfg.crossmodal_groups.get(f"{t.name}/{mods[min(i, j)]}+{mods[max(i, j)]}", 0)
+                pair_jobs.setdefault((g, first[k]), []).append((k, n))
+        pair_out: dict[tuple[int, int], torch.Tensor] = {}
+        for (g, _), keys in sorted(pair_jobs.items()):
+            offsets, flat = {}, []
+            for k in dict.fromkeys(k for k, _ in keys):
+                offsets[k] = len(flat)
+                flat.extend(latents[k])
+            pairs = []
+            for k, n in keys:
+                i, j = ordered_pairs(len(tasks[k].modalities))[n]
+                pairs.append((offsets[k] + i, offsets[k] + j))
+            pair_out.update(zip(keys, self.crossmodal_for(g).pair_outputs(flat, pairs).unbind(0), strict=True))
+        return [
+            latents[k][0].flatten(1) if len(t.modalities) == 1
+            else torch.stack([pair_out[k, n] for n in range(len(t.modalities) * (len(t.modalities) - 1))], 1
+                             ).flatten(1)
+            for k, t in enumerate(tasks)
+        ]
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
-        features = self.features(batch, task)  # validates the task name first
-        return self.heads[task](features)
+        return self.step_outputs([Piece(task, None, batch)])[0]
+
+    def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
+        return [self.heads[p.task](f) for p, f in zip(pieces, self.step_features(pieces), strict=True)]
 
     def arch_config(self) -> dict:
         return asdict(self.cfg)

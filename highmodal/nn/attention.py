@@ -31,15 +31,29 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """``mask``: ``(B, L_context)`` booleans, True where a context position is real, or
         ``(B, L_x, L_context)``: which context positions each query may attend to."""
-        context = x if context is None else context
-        b, n, _ = x.shape
-        q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)
-        k, v = self.to_kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = self.split_kv(self.to_kv(x if context is None else context))
+        return self.attend(self.split_heads(self.to_q(x)), k, v, mask)
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, L, heads·dim_head)`` → ``(B, heads, L, dim_head)``."""
+        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def split_kv(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A ``to_kv`` output ``(B, L, 2·inner)`` → keys and values, each ``(B, heads, L, dim_head)``."""
+        k, v = kv.unflatten(-1, (2, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention of head-split queries over head-split keys/values, then the output projection.
+        Split from ``forward`` so callers that share projections (one context for many queries,
+        or a context computed in factored form) reuse the same kernel and weights."""
         attn_mask = None if mask is None else mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+        return self.to_out(out.transpose(1, 2).flatten(2))
 
 
 class FeedForward(nn.Module):

@@ -20,12 +20,29 @@ class CrossmodalTransformer(nn.Module):
         self.layers = nn.ModuleList(PerceiverLayer(dim, dim, **layer_kwargs) for _ in range(depth))
 
     def pair_outputs(self, latents: list[torch.Tensor], pairs: list[tuple[int, int]]) -> torch.Tensor:
-        """``(P, B, D)``: for each ordered pair (i, j), i's latents query j's; the last latent is kept."""
-        x = torch.cat([latents[i] for i, _ in pairs])
-        context = torch.cat([latents[j] for _, j in pairs])
-        for layer in self.layers:
-            x = layer(x, context)
-        return x[:, -1].view(len(pairs), latents[0].shape[0], -1)
+        """``(P, B, D)``: for each ordered pair (i, j), i's latents query j's; the last latent is kept.
+
+        Equal to running each pair through the layers, with less work: a modality's context keys/
+        values are projected once per layer however many pairs read them, so are the first layer's
+        queries, and the last layer's final self-attention and feed-forward run for the kept latent
+        only (HighMMT reads nothing else)."""
+        stacked = torch.stack(latents)  # (M, B, N, D)
+        qi = torch.tensor([i for i, _ in pairs], device=stacked.device)
+        cj = torch.tensor([j for _, j in pairs], device=stacked.device)
+        x = None
+        for depth, layer in enumerate(self.layers):
+            pre = layer.cross_attn
+            attn = pre.fn
+            k, v = attn.split_kv(attn.to_kv(pre.norm_context(stacked.flatten(0, 1))))
+            k, v = (t.unflatten(0, (len(latents), -1))[cj].flatten(0, 1) for t in (k, v))
+            if x is None:
+                q = attn.split_heads(attn.to_q(pre.norm(stacked.flatten(0, 1))))
+                q = q.unflatten(0, (len(latents), -1))[qi].flatten(0, 1)
+                x = stacked[qi].flatten(0, 1)
+            else:
+                q = attn.split_heads(attn.to_q(pre.norm(x)))
+            x = layer.process(x + attn.attend(q, k, v), last_only=depth == len(self.layers) - 1)
+        return x[:, -1].unflatten(0, (len(pairs), -1))
 
     def forward(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """``latents``: one ``(B, N, D)`` per modality → ``(B, P·D)`` for the P = M(M-1) ordered pairs."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from highmodal.modalities.standardize import StandardInput
 from highmodal.nn.attention import Attention, FeedForward, PreNorm
+from highmodal.nn.factored import norm_linear
 
 
 class PerceiverLayer(nn.Module):
@@ -34,12 +38,54 @@ class PerceiverLayer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.cross_attn(x, context=context, mask=mask)
+        return self.process(x + self.cross_attn(x, context=context, mask=mask))
+
+    def process(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Everything after the cross-attention. ``last_only``: return the last latent alone,
+        ``(B, 1, dim)``; its final self-attention and feed-forward then run for that row only
+        (the keys still come from every latent), which is all a caller keeping one latent needs."""
         x = x + self.cross_ff(x)
-        for attn, ff in self.latent:
-            x = x + attn(x)
+        for i, (attn, ff) in enumerate(self.latent):
+            if last_only and i == len(self.latent) - 1:
+                h = attn.norm(x)
+                x = x[:, -1:] + attn.fn(h[:, -1:], context=h)
+            else:
+                x = x + attn(x)
             x = x + ff(x)
         return x
+
+    def cross_attend_inputs(self, x: torch.Tensor, inputs: Sequence[StandardInput]) -> torch.Tensor:
+        """``x`` plus its cross-attention into standardized ``inputs``; ``x`` holds their latents
+        stacked along the batch axis in order. Keys/values come from the factored inputs (no
+        ``d_all``-wide tokens), and inputs of equal length share one attention call."""
+        pre = self.cross_attn
+        attn: Attention = pre.fn
+        q = attn.split_heads(attn.to_q(pre.norm(x)))
+        starts = [0]
+        for inp in inputs:
+            starts.append(starts[-1] + inp.batch)
+        by_length: dict[int, list[int]] = {}
+        for i, inp in enumerate(inputs):
+            by_length.setdefault(inp.length, []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(inputs)
+        for idx in by_length.values():
+            kvs = []
+            for i in idx:
+                kv = norm_linear(pre.norm_context, attn.to_kv.weight, inputs[i].data, inputs[i].rest)
+                if inputs[i].mask is not None:  # as the materialised path: a masked token is all zeros
+                    kv = torch.where(inputs[i].mask.unsqueeze(-1), kv, attn.to_kv.weight @ pre.norm_context.bias)
+                kvs.append(kv)
+            k, v = attn.split_kv(torch.cat(kvs))
+            masks = [inputs[i].mask for i in idx]
+            mask = None if all(m is None for m in masks) else torch.cat([
+                m if m is not None else torch.ones_like(inputs[i].data[..., 0], dtype=torch.bool)
+                for i, m in zip(idx, masks, strict=True)
+            ])
+            qg = torch.cat([q[starts[i]:starts[i + 1]] for i in idx])
+            y = attn.attend(qg, k, v, mask)
+            for i, part in zip(idx, y.split([inputs[i].batch for i in idx]), strict=True):
+                out[i] = part
+        return x + torch.cat(out)
 
 
 class PerceiverEncoder(nn.Module):
@@ -56,3 +102,11 @@ class PerceiverEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, tokens, mask)
         return x
+
+    def encode_inputs(self, inputs: Sequence[StandardInput]) -> list[torch.Tensor]:
+        """Latents ``(B_i, num_latents, dim)`` of each standardized input, equal to ``forward`` on its
+        materialised tokens; everything but the keys/values runs once over all inputs stacked."""
+        x = self.latents.expand(sum(inp.batch for inp in inputs), -1, -1)
+        for layer in self.layers:
+            x = layer.process(layer.cross_attend_inputs(x, inputs))
+        return list(x.split([inp.batch for inp in inputs]))

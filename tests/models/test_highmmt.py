@@ -10,6 +10,7 @@ from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models import create_model
+from highmodal.models.base import Piece
 from highmodal.models.highmmt import PRESETS, HighMMT, resolve_config
 from highmodal.nn.crossmodal import CrossmodalTransformer
 from highmodal.nn.perceiver import PerceiverEncoder
@@ -288,3 +289,33 @@ def test_without_modality_embedding_same_size_different_codes():
     a, b = _tiny(), _tiny(modality_embedding=False)
     assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
     assert b.standardizer.shared_embedding is False
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_fused_step_equals_each_piece_alone(grouped):
+    """step_outputs encodes every piece's modalities in one encoder call and runs their pairs in one
+    crossmodal call (pieces of unequal batch size apart); each output must equal the piece alone."""
+    groups = dict(unimodal_groups={"abc/b": 1, "ab/a": 1}, crossmodal_groups={"abc/a+c": 1}) if grouped else {}
+    model = _tiny(**groups).eval()
+    big, small = _batch(3), _batch(2)
+    missing = {k: v for k, v in small.items() if k != "b"}
+    pieces = [Piece("ab", None, big), Piece("abc", None, small), Piece("c_only", None, big),
+              Piece("abc", None, big), Piece("abc", None, missing)]
+    fused = model.step_outputs(pieces)
+    for p, out in zip(pieces, fused, strict=True):
+        torch.testing.assert_close(out, model(p.batch, p.task), rtol=1e-5, atol=1e-5)
+
+
+def test_features_equal_the_plain_computation():
+    """End to end against the textbook forward: materialised d_all-wide tokens through the encoder,
+    every ordered pair through every crossmodal layer in full, the last latent of each kept."""
+    model = _tiny(crossmodal_depth=2).eval()
+    batch = _batch()
+    latents = [model.encoder(*model.standardizer(m, batch[m], batch.get(f"{m}_mask"))) for m in ("a", "b", "c")]
+    expected = []
+    for i, j in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]:
+        x = latents[i]
+        for layer in model.crossmodal.layers:
+            x = layer(x, latents[j])
+        expected.append(x[:, -1])
+    torch.testing.assert_close(model.features(batch, "abc"), torch.cat(expected, 1), rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Attention against a hand-written softmax(QKᵀ/√d)V, key masking, and Perceiver padding invariance."""
+"""Attention against a hand-written softmax(QKᵀ/√d)V, key masking, Perceiver padding invariance, and the
+encoder's fused path against the plain one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 
 import torch
 
+from highmodal.modalities.spec import ModalitySpec
+from highmodal.modalities.standardize import Standardizer
 from highmodal.nn.attention import Attention
 from highmodal.nn.perceiver import PerceiverEncoder
 
@@ -96,3 +99,37 @@ def test_perceiver_per_sample_lengths():
     out = enc(padded, mask)
     for i, s in enumerate(samples):
         torch.testing.assert_close(out[i : i + 1], enc(s), rtol=0, atol=1e-5)
+
+
+def test_encode_inputs_equals_forward_on_materialised_tokens():
+    """The fused path (factored keys/values, equal lengths batched, one latent pass for all inputs)
+    gives each input the latents, and the gradients, of the plain encoder on its own tokens."""
+    specs = [
+        ModalitySpec("a", "time_series", (6, 3), num_freq_bands=2),
+        ModalitySpec("b", "image", (2, 3, 2), num_freq_bands=2),  # also 6 positions: shares a call with a
+        ModalitySpec("c", "audio", (None, 4), num_freq_bands=2, max_len=8),
+    ]
+    std = Standardizer(specs)
+    torch.manual_seed(0)
+    enc = PerceiverEncoder(std.d_all, num_latents=4, dim=8, depth=2, cross_heads=2, cross_dim_head=4,
+                           latent_heads=2, latent_dim_head=4, ff_mult=2)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 2:] = False
+    inputs = [std.parts("a", torch.randn(2, 6, 3)), std.parts("b", torch.randn(2, 2, 3, 2)),
+              std.parts("c", torch.randn(3, 5, 4), mask), std.parts("a", torch.randn(1, 6, 3))]
+    fused = enc.encode_inputs(inputs)
+    plain = [enc(inp.tokens(), inp.mask) for inp in inputs]
+    for f, p in zip(fused, plain, strict=True):
+        torch.testing.assert_close(f, p, rtol=1e-5, atol=1e-5)
+    weights = [torch.randn_like(p) for p in plain]
+    params = list(enc.parameters())
+    grads_fused = torch.autograd.grad(sum((f * w).sum() for f, w in zip(fused, weights, strict=True)), params)
+    grads_plain = torch.autograd.grad(sum((p * w).sum() for p, w in zip(plain, weights, strict=True)), params)
+    for gf, gp in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(gf, gp, rtol=1e-4, atol=1e-5)
+
+
+def test_process_last_only_is_the_last_latent_of_the_full_pass():
+    layer = _encoder().layers[0]
+    x = torch.randn(3, 4, 8)
+    torch.testing.assert_close(layer.process(x, last_only=True), layer.process(x)[:, -1:], rtol=1e-5, atol=1e-6)
