@@ -122,6 +122,9 @@ class ModelConfig:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+PARALLEL = ("ddp", "fsdp")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Optimisation settings. Defaults follow HighMMT's large setting (lr 8e-4, weight decay 1e-3)
@@ -152,6 +155,9 @@ class TrainConfig:
     pair_alpha: float = 0.0  # pairwise: draw modalities ∝ rows^alpha (0: uniform, as OmniVec2)
     balance: str = "equal"  # equal | dwa | uncertainty
     balance_temperature: float = 2.0  # DWA's T
+    # Under torchrun: ddp keeps a full model in every process and sums gradients; fsdp shards weights,
+    # gradients and optimizer state over processes (FSDP2), for models too large to hold N times.
+    parallel: str = "ddp"
 
     def __post_init__(self) -> None:
         checks = {
@@ -170,6 +176,9 @@ class TrainConfig:
         for key, ok in checks.items():
             if not ok:
                 raise HighmodalError(f"train.{key}: value {getattr(self, key)!r} is out of range")
+        if self.parallel not in PARALLEL:
+            raise HighmodalError(f"train.parallel: {self.parallel!r} is not one of {', '.join(PARALLEL)}"
+                                 f"{did_you_mean(self.parallel, PARALLEL)}")
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -22,13 +23,15 @@ FORMAT_VERSION = 1
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
-def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str, untrained: list[str] | None = None
-               ) -> None:
+def save_model(run_dir: Path, model: MultitaskModel, arch: str, preset: str, untrained: list[str] | None = None,
+               state: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``model.safetensors`` and ``model.json`` (architecture, specs, tasks, label maps, hash).
-    ``untrained``: module prefixes left at their initialisation (``--init`` does not copy them)."""
+    ``untrained``: module prefixes left at their initialisation (``--init`` does not copy them).
+    ``state``: the weights to write when not ``model.state_dict()`` (a sharded model's, gathered)."""
     weights = run_dir / "model.safetensors"
     tmp = weights.with_name(".model.safetensors.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    state = model.state_dict() if state is None else state
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
     os.replace(tmp, weights)
     meta = {
         "format_version": FORMAT_VERSION,

@@ -67,10 +67,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def shard(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """This process's rows of a step's batch: near-equal contiguous parts in rank order (row-aligned
-    across keys, so paired streams stay paired); a process may get none when rows < processes."""
-    return batch if world() == 1 else micro_batches(batch, world())[rank()]
+def shard(batch: dict[str, torch.Tensor], of: int | None = None) -> dict[str, torch.Tensor]:
+    """This process's (or process ``of``'s) rows of a step's batch: near-equal contiguous parts in rank
+    order, the larger first (row-aligned across keys, so paired streams stay paired); a process may
+    get none when rows < processes."""
+    return batch if world() == 1 else micro_batches(batch, world())[rank() if of is None else of]
 
 
 def from_main(value: T) -> T:
@@ -82,15 +83,17 @@ def from_main(value: T) -> T:
     return box[0]
 
 
-def agree(fn: Callable[[], T]) -> T:
+def agree(fn: Callable[[], T], everywhere: bool = False) -> T:
     """``fn()`` run on rank 0 only, its result handed to every process. A failure is handed on too,
-    and raised everywhere, so processes stop together instead of waiting for a peer that has quit."""
+    and raised everywhere, so processes stop together instead of waiting for a peer that has quit.
+    ``everywhere``: every process runs ``fn`` (it holds collectives, as a sharded model's forward
+    does) and raises its own failure; rank 0's outcome is the one handed on."""
     if world() == 1:
         return fn()
     result: Any = None
     error: Exception | None = None
     message: str | None = None
-    if is_main():
+    if everywhere or is_main():
         try:
             result = fn()
         except HighmodalError as e:

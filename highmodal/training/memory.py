@@ -20,6 +20,7 @@ import torch
 
 from highmodal.errors import HighmodalError
 from highmodal.models.base import MultitaskModel
+from highmodal.training import fsdp
 from highmodal.training.batching import TaskTensors
 
 try:
@@ -70,8 +71,9 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def saved_bytes(model: MultitaskModel, batch: dict[str, torch.Tensor], task: str) -> int:
-    """Bytes autograd keeps for backward in one forward pass (parameters and shared storages once)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    """Bytes autograd keeps for backward in one forward pass (parameters and shared storages once).
+    A sharded model's weights gathered for the pass count as saved: an over-estimate on the safe side."""
+    params = {fsdp.local(p).untyped_storage().data_ptr() for p in model.parameters()}
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

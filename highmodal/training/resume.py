@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from highmodal.errors import HighmodalError
+from highmodal.training import fsdp
 
 
 class TrainingDiverged(HighmodalError):
@@ -45,17 +46,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, model, optimizer, scheduler, p: Progress, best_state: dict | None) -> None:
-    """Write to a fresh temporary folder, fsync, then swap it in as ``checkpoints/last``."""
+def save_checkpoint(run_dir: Path, weights: dict, optimizer: dict, scheduler, p: Progress, best_state: dict | None
+                    ) -> None:
+    """Write to a fresh temporary folder, fsync, then swap it in as ``checkpoints/last``. ``weights``,
+    ``optimizer`` and ``best_state`` are full state dicts (``fsdp.gather`` of a sharded model's)."""
     root = run_dir / "checkpoints"
     tmp, last, old = root / ".last.tmp", root / "last", root / ".last.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
     if best_state is not None:
         save_file({k: v.contiguous().cpu() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
     progress = asdict(p) | {"sums": {n: float(v) for n, v in p.sums.items()}}
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    torch.save({"optimizer": optimizer, "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state()}, tmp / "optim.pt")
     (tmp / "progress.json").write_text(json.dumps(progress))
     for f in tmp.iterdir():
@@ -80,14 +83,16 @@ def checkpoint_dir(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[Progress, dict | None]:
+    """Restore the training state in place (a sharded model and its optimizer take their shards of the
+    full tensors); return the progress and the best epoch's full weights."""
     path = checkpoint_dir(run_dir)
     if path is None:
         raise HighmodalError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
     try:
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        fsdp.load_model(model, load_file(str(path / "model.safetensors")))
         best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None
         state = torch.load(path / "optim.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
+        fsdp.load_optimizer(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         p = Progress(**json.loads((path / "progress.json").read_text()))

@@ -16,7 +16,7 @@ from highmodal.data.task import TaskSuite
 from highmodal.fileio import atomic_write_text
 from highmodal.models.groups import initialise_from
 from highmodal.models.registry import create_model
-from highmodal.training import distributed
+from highmodal.training import distributed, fsdp
 from highmodal.training.checkpoint import RunDir, load, save_model, untrained_parts
 from highmodal.training.evaluation import evaluate_suite
 from highmodal.training.trainer import Trainer
@@ -40,6 +40,8 @@ def train_experiment(
 
     Under ``torchrun`` every process trains its share of each batch (``training/distributed.py``);
     rank 0 alone logs, writes the run directory and evaluates; the others return no test results.
+    With ``train.parallel: fsdp`` the model is sharded over the processes while it trains; the run
+    directory holds its full weights.
     """
     device = distributed.setup(cfg.train.device)
     main = distributed.is_main()
@@ -65,6 +67,7 @@ def train_experiment(
         t0 = time.perf_counter()
         train_cfg = dataclasses.replace(cfg.train, device=device)
         summary = Trainer(model, suite, train_cfg, cfg.seed, run.path, progress).fit(resume=resume)
+        weights = fsdp.gather(model.state_dict())  # every process joins when the model is sharded
         summary["train_seconds"] = time.perf_counter() - t0
         summary["params"] = params
         summary["init"] = None if init is None else str(init)
@@ -72,7 +75,7 @@ def train_experiment(
             f"(validation skill {summary['best_val_score']:.4f})")
         if not main:
             return run.final, {}, summary
-        save_model(run.path, model, cfg.model.name, cfg.model.preset)
+        save_model(run.path, model, cfg.model.name, cfg.model.preset, state=weights)
         atomic_write_text(run.path / "summary.json", json.dumps(
             {k: v for k, v in summary.items() if k != "val"}, indent=2))
         final = run.commit()

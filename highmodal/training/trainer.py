@@ -1,7 +1,8 @@
 """One training loop for every model: multitask steps from a sampler (HighMMT's staggered schedule,
 OmniVec2's modality pairs), task balancing, AdamW + warm-up/cosine, selection of the best epoch by
 aggregated validation skill, metrics.jsonl and TensorBoard logging. Under ``torchrun`` the same loop
-runs data-parallel in every process (``training/distributed.py``); rank 0 alone writes and validates."""
+runs data-parallel in every process (``training/distributed.py``), the model whole in each (``ddp``) or
+sharded over them (``fsdp``, ``training/fsdp.py``); rank 0 alone writes and reports."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from highmodal.config import TrainConfig
 from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.models.base import MultitaskModel, Piece
-from highmodal.training import distributed
+from highmodal.training import distributed, fsdp
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors, micro_batches
 from highmodal.training.evaluation import aggregate, evaluate_suite
@@ -70,12 +71,18 @@ class Trainer:
         self.total_steps = cfg.epochs * len(self.sampler)
         self.balancer = create_balancer(cfg.balance, {n: d.task for n, d in self.train_data.items()},
                                         cfg.balance_temperature).to(self.device)
+        extra = list(self.balancer.parameters())
+        distributed.broadcast_([*model.parameters(), *extra, *model.buffers()])
+        self.sharded = cfg.parallel == "fsdp" and distributed.world() > 1
+        if self.sharded:  # before the optimizer, which must hold the shards
+            fsdp.shard(model)
         groups = [{"params": list(model.parameters())}]
-        if extra := list(self.balancer.parameters()):
+        if extra:
             groups.append({"params": extra, "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.params = [p for g in groups for p in g["params"]]
-        distributed.broadcast_([*self.params, *model.buffers()])
+        # The parameters whose gradients the trainer sums over processes itself: all under ddp, only
+        # the balancer's under fsdp (FSDP reduces the model's in backward).
+        self.summed = extra if self.sharded else [p for g in groups for p in g["params"]]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
@@ -98,7 +105,11 @@ class Trainer:
         of the piece's rows (weighting after balancing keeps the uncertainty balancer's loss-free
         term counted once; only BatchNorm heads see different statistics). Under torchrun each
         process first takes its own rows of every piece, and the shares are of the whole batch's
-        rows, so the gradients summed over processes are one process's (``_sum_over_processes``)."""
+        rows, so the gradients summed over processes are one process's (``_sum_over_processes``).
+
+        Under fsdp every forward and backward gathers or reduces over all processes, so all of them run
+        the same micro-batches, in step: a process with no rows where rank 0 (which holds the most) has
+        some runs rank 0's at weight 0, and a non-finite loss does not cut the step short."""
         for p in pieces:
             modalities = self.model.task(p.task).modalities
             if p.modality is None and self.cfg.modality_dropout > 0 and len(modalities) > 1:
@@ -106,24 +117,28 @@ class Trainer:
         accum = self.cfg.grad_accum
         rows = [len(p.batch["target"]) for p in pieces]
         slices = [micro_batches(distributed.shard(p.batch), accum) for p in pieces]
+        lead = [micro_batches(distributed.shard(p.batch, 0), accum) for p in pieces] if self.sharded else slices
         losses: list[torch.Tensor | None] = [None] * len(pieces)
         bad: set[int] = set()  # pieces whose loss is non-finite; len(pieces) when only the balanced sum is
         at = where
         self.optimizer.zero_grad(set_to_none=True)
         with oom_as_error(where, hint(accum)):
             for k in range(accum):
-                keep = [i for i, sl in enumerate(slices) if len(sl[k]["target"])]
+                keep = [i for i, sl in enumerate(lead) if len(sl[k]["target"])]
                 if not keep:  # fewer rows than micro-batches
                     break
-                micro = [Piece(pieces[i].task, pieces[i].modality, slices[i][k]) for i in keep]
+                shares = [len(slices[i][k]["target"]) / rows[i] for i in keep]
+                micro = [Piece(pieces[i].task, pieces[i].modality, slices[i][k] if share else lead[i][k])
+                         for i, share in zip(keep, shares, strict=True)]
                 parts = []
-                for i, p, out in zip(keep, micro, self.model.step_outputs(micro), strict=True):
+                for i, p, share, out in zip(keep, micro, shares, self.model.step_outputs(micro), strict=True):
                     loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
-                    parts.append((i, loss, len(p.batch["target"]) / rows[i]))
+                    parts.append((i, loss, share))
                 total = sum(self.balancer.combine(pieces[i].task, loss) * share for i, loss, share in parts)
-                if not torch.isfinite(total):
+                if not bad and not torch.isfinite(total):
                     bad = {i for i, loss, _ in parts if not torch.isfinite(loss)} or {len(pieces)}
                     at = where if accum == 1 else f"{where} (micro-batch {k + 1}/{accum})"
+                if bad and not self.sharded:
                     break
                 total.backward()
                 for i, loss, share in parts:
@@ -157,7 +172,7 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         flags = torch.tensor([float(i in bad) for i in range(n + 1)], device=self.device)
         extra = torch.cat([torch.stack([zero if v is None else v.float() for v in losses]), flags])
-        total = distributed.sum_gradients(self.params, extra)
+        total = distributed.sum_gradients(self.summed, extra)
         return list(total[:n]), {i for i, flag in enumerate(total[n:].tolist()) if flag > 0}
 
     def check_memory(self) -> int | None:
@@ -168,6 +183,14 @@ class Trainer:
                   else available_bytes(self.device))
         steps, rows = self.sampler.memory_plan()
         return check_step_fits(self.model, self.optimizer, self.train_data, steps, rows, self.cfg.grad_accum, budget)
+
+    def _save(self, p: Progress, best_state: dict | None) -> None:
+        """Checkpoint the training state: every process joins (gathering a sharded model's full
+        tensors), rank 0 writes."""
+        weights, optimizer = fsdp.gather(self.model.state_dict()), fsdp.gather(self.optimizer.state_dict())
+        best = None if best_state is None else fsdp.gather(best_state)
+        if self.main:
+            save_checkpoint(self.run_dir, weights, optimizer, self.scheduler, p, best)
 
     def fit(self, resume: bool = False) -> dict:
         """Train for ``cfg.epochs``; leave the model holding the best validation epoch's weights.
@@ -184,7 +207,7 @@ class Trainer:
             self.balancer.load_state(p.balance)
             if self.main:
                 trim_log(self.run_dir / "metrics.jsonl", p.epoch)
-        distributed.agree(self.check_memory)
+        distributed.agree(self.check_memory, everywhere=self.sharded)
         writer = log = None
         if self.run_dir is not None and self.main:
             from torch.utils.tensorboard import SummaryWriter
@@ -213,9 +236,9 @@ class Trainer:
                     p.step_in_epoch = i + 1
                     bar.update()
                     every = self.cfg.checkpoint_every
-                    if writer is not None and every and p.step % every == 0 and i + 1 < len(self.sampler):
+                    if self.run_dir is not None and every and p.step % every == 0 and i + 1 < len(self.sampler):
                         p.balance = self.balancer.state()
-                        save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
+                        self._save(p, best_state)
                 train_loss = {n: float(p.sums[n]) / p.counts[n] if p.counts.get(n) else math.nan
                               for n in self.train_data}
                 weights = self.balancer.weights()  # the weights this epoch trained with
@@ -223,7 +246,8 @@ class Trainer:
                 self.model.eval()
                 with oom_as_error(f"validation after epoch {p.epoch}", "lower train.eval_batch_size"):
                     val = distributed.agree(lambda: evaluate_suite(
-                        self.model, self.val_suite, "val", self.cfg.eval_batch_size, tensors=self.val_data))
+                        self.model, self.val_suite, "val", self.cfg.eval_batch_size, tensors=self.val_data),
+                        everywhere=self.sharded)
                 score = aggregate({n: r for n, r in val.items() if n in self.select})
                 if best_state is None or score > p.best_score:  # NaN never wins, but epoch 1 always counts
                     best_state = copy.deepcopy(self.model.state_dict())
@@ -237,8 +261,9 @@ class Trainer:
                 bar.set_postfix(epoch=p.epoch, val=f"{score:.3f}")
                 p.epoch, p.step_in_epoch, p.sums, p.counts = p.epoch + 1, 0, {}, {}
                 p.epoch_rng, p.balance = rng.bit_generator.state, self.balancer.state()
+                if self.run_dir is not None:
+                    self._save(p, best_state)
                 if writer is not None and log is not None:
-                    save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, p, best_state)
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     writer.add_scalar("val/score", score, p.step)
@@ -252,6 +277,6 @@ class Trainer:
             if writer is not None and log is not None:
                 writer.close()
                 log.close()
-        self.model.load_state_dict(best_state)
+        fsdp.load_model(self.model, best_state)
         self.model.eval()
         return {"best_epoch": p.best_epoch, "best_val_score": p.best_score, "val": p.best_val}
