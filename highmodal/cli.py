@@ -243,6 +243,26 @@ def cmd_bench(args) -> None:
         print(json.dumps(line), flush=True)
 
 
+def parse_int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise HighmodalError(f"{flag}: {text!r} is not a whole number; give a comma-separated list") from None
+
+
+def cmd_bench_scaling(args) -> None:
+    from highmodal.bench.scaling import check_out, run_scaling, write_scaling
+
+    out = Path(args.out) if args.out else Path("runs") / "bench-scaling"
+    check_out(out, args.overwrite)
+    points = {k: [parse_int(v, f"--{k}") for v in getattr(args, k).split(",")] for k in ("tasks", "lengths", "batches")}
+    result = run_scaling(curves=args.curves.split(","), **points, batch=args.batch, rows=args.rows, steps=args.steps,
+                         repeats=args.repeats, threads=args.threads, reference=args.reference,
+                         on_point=lambda point: print(json.dumps(point), flush=True))
+    paths = write_scaling(result, out)
+    print(f"wrote {', '.join(str(p) for p in paths)} ({result['seconds']:.0f} s of measuring)")
+
+
 def cmd_export(args) -> None:
     from highmodal.training.export import export_run
 
@@ -447,6 +467,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (on CPU it "
                     "builds and steps each model again in a fresh process)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
+    sp = common(bench.add_parser("scaling", help="HighMMT epoch time vs number of tasks, sequence length and batch "
+                                 "size on the speed workload: one JSON line per point, then scaling.json and one "
+                                 "PNG per curve in --out"), data=False)
+    sp.add_argument("--out", help="output folder (default: runs/bench-scaling)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an earlier scaling output in --out")
+    sp.add_argument("--curves", default="tasks,length,batch", help="comma-separated curves to measure "
+                    "(default: tasks,length,batch)")
+    sp.add_argument("--tasks", default="1,2,3,4", help="task counts of the tasks curve (default: 1,2,3,4)")
+    sp.add_argument("--lengths", default="25,50,100,200,400", help="sequence lengths of the length curve "
+                    "(default: 25,50,100,200,400)")
+    sp.add_argument("--batches", default="8,16,32,64,128", help="batch sizes of the batch curve "
+                    "(default: 8,16,32,64,128)")
+    sp.add_argument("--batch", type=int, default=32, help="batch size of the tasks and length curves (default: 32)")
+    sp.add_argument("--rows", type=int, default=512, help="rows per task in an epoch (default: 512)")
+    sp.add_argument("--steps", type=int, default=2, help="steps per timed run (default: 2)")
+    sp.add_argument("--repeats", type=int, default=3, help="timed runs per point; the median is used (default: 3)")
+    sp.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    sp.add_argument("--reference", action="store_true", help="also time the original implementation at every "
+                    "point (needs perceiver-multi-modality-pytorch; about 4x longer)")
+    sp.set_defaults(func=cmd_bench_scaling)
     sp = sub.add_parser("modalities", help="each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
