@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from highmodal.modalities.standardize import StandardInput
 from highmodal.nn.attention import Attention, FeedForward, PreNorm
@@ -48,7 +50,10 @@ class PerceiverLayer(nn.Module):
         for i, (attn, ff) in enumerate(self.latent):
             if last_only and i == len(self.latent) - 1:
                 h = attn.norm(x)
-                x = x[:, -1:] + attn.fn(h[:, -1:], context=h)
+                # One query per head: the CPU flash kernel still works in blocks of many queries and
+                # is ~5x slower here than the math kernel (HighMMT large shapes); GPUs keep theirs.
+                with sdpa_kernel(SDPBackend.MATH) if h.device.type == "cpu" else nullcontext():
+                    x = x[:, -1:] + attn.fn(h[:, -1:], context=h)
             else:
                 x = x + attn(x)
             x = x + ff(x)
