@@ -67,16 +67,18 @@ def complete(values: np.ndarray, known: np.ndarray, rank: int = 3, reg: float | 
     u, v = rng.normal(scale=0.1, size=(m, k)), rng.normal(scale=0.1, size=(n, k))
     a, b = np.zeros(m), np.zeros(n)
     eye = reg * np.eye(k)
+    weight = off.astype(float)
     for _ in range(iters):
         r = np.where(off, values - mu - b[None] - u @ v.T, 0.0)
         a = r.sum(1) / (off.sum(1) + reg)
         r = np.where(off, values - mu - a[:, None] - u @ v.T, 0.0)
         b = r.sum(0) / (off.sum(0) + reg)
-        resid = values - mu - a[:, None] - b[None]
-        for x, y, t, mask in ((u, v, resid, off), (v, u, resid.T, off.T)):
-            for i in range(x.shape[0]):
-                yk = y[mask[i]]
-                x[i] = np.linalg.solve(yk.T @ yk + eye, yk.T @ t[i, mask[i]])
+        resid = np.where(off, values - mu - a[:, None] - b[None], 0.0)
+        # Ridge solve for every row of one factor at once (rows are independent given the other
+        # factor): row i's system is sum over its known j of y_j y_j^T + reg I, right side y^T t_i.
+        for x, y, t, w in ((u, v, resid, weight), (v, u, resid.T, weight.T)):
+            gram = np.einsum("ij,jk,jl->ikl", w, y, y) + eye
+            x[:] = np.linalg.solve(gram, (t @ y)[..., None])[..., 0]
     return np.where(known, values, mu + a[:, None] + b[None] + u @ v.T)
 
 

@@ -27,13 +27,21 @@ def check_report(report: dict, n_tasks: int) -> None:
     assert s["total_params"]["highmmt_multitask"] < single_total
 
 
-def test_demo_suite_quick(tmp_path, cli):
-    out = tmp_path / "suite"
-    proc = cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--no-progress", check=True)
-    report = json.loads((out / "results.json").read_text())
+@pytest.fixture(scope="module")
+def demo_quick(tmp_path_factory):
+    """One `suite --suite demo --quick` run, with its report and markdown as first written (the
+    --reuse test below writes them again in the same folder)."""
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("demo") / "suite"
+    proc = run_cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--no-progress", check=True)
+    return out, proc, json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
+
+
+def test_demo_suite_quick(demo_quick):
+    out, proc, report, md = demo_quick
     check_report(report, 3)
     assert report["quick"] and "mean skill" in proc.stdout
-    md = (out / "results.md").read_text()
     assert "quick mode: not a result" in md and "| digits |" in md
     assert (out / "multitask" / "model.safetensors").is_file()
     assert (out / "single" / "digits" / "model.safetensors").is_file()
@@ -64,10 +72,8 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
     assert proc.returncode == 2 and "models[omnivec2].task_options: unknown task 'nosuch'" in proc.stderr
 
 
-def test_reuse_evaluates_finished_runs_instead_of_training(tmp_path, cli):
-    out = tmp_path / "suite"
-    cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--no-progress", check=True)
-    first = json.loads((out / "results.json").read_text())
+def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path, cli):
+    out, _, first, _ = demo_quick
     stamp = (out / "multitask" / "model.safetensors").stat().st_mtime_ns
     proc = cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress",
                check=True)

@@ -5,7 +5,7 @@ import json
 import yaml
 
 CONFIG = {"name": "base", "seed": 0,
-          "tasks": [{"name": "digits", "source": "sklearn_digits"},
+          "tasks": [{"name": "cancer", "source": "breast_cancer"},
                     {"name": "basic_motions", "source": "basic_motions", "batch_size": 8}],
           "model": {"preset": "tiny"}, "train": {"epochs": 1}}
 

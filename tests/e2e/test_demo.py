@@ -1,11 +1,11 @@
-"""`highmodal demo` through the real CLI (few epochs), and `evaluate` reproducing its table."""
+"""`highmodal demo` through the real CLI (one epoch), and `evaluate` reproducing its table."""
 
 import json
 
 
 def test_demo_runs_and_evaluate_reproduces(tmp_path, cli):
     run = tmp_path / "demo"
-    proc = cli("demo", "--out", str(run), "--epochs", "2", "--no-progress", check=True)
+    proc = cli("demo", "--out", str(run), "--epochs", "1", "--no-progress", check=True)
     for task in ("digits", "basic_motions", "japanese_vowels", "italy_power", "breast_cancer", "diabetes"):
         assert task in proc.stdout
     assert "accelerometer:imu, gyroscope:imu" in proc.stdout

@@ -3,6 +3,7 @@ including bit-identical resumption with balancer state."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from highmodal.bench.suite import cap_suite
 from highmodal.config import TrainConfig
 from highmodal.data import LoadContext, build_suite
 from highmodal.data.task import Task
@@ -18,6 +20,7 @@ from highmodal.errors import HighmodalError
 from highmodal.models import create_model
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors
+from highmodal.training.resume import checkpoint_dir
 from highmodal.training.samplers import PairwiseSampler
 from highmodal.training.trainer import Trainer
 
@@ -128,7 +131,9 @@ def test_unknown_balance_or_sampler(suite):
 
 @pytest.mark.parametrize("balance", ["dwa", "uncertainty"])
 def test_resume_with_balancer_state_is_bit_identical(suite, tmp_path, balance, monkeypatch):
-    small = build_suite(TASKS[:2], LoadContext(seed=0))
+    # 128 digits rows: 4 + 5 pairwise steps an epoch, so the cut below falls mid-epoch 3 (after DWA's
+    # weights have left 1) and the resume starts from a mid-epoch checkpoint, as with the full data
+    small = cap_suite(build_suite(TASKS[:2], LoadContext(seed=0)), 128, 64, 0)
     cfg = TrainConfig(epochs=4, checkpoint_every=5, balance=balance, lr=0.003)
 
     def run(path, stop_at=None, resume=False):
@@ -153,6 +158,8 @@ def test_resume_with_balancer_state_is_bit_identical(suite, tmp_path, balance, m
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "cut", stop_at=len(ref.sampler) * 2 + 7)
     monkeypatch.undo()
+    cut = json.loads((checkpoint_dir(tmp_path / "cut") / "progress.json").read_text())
+    assert cut["epoch"] == 3 and 0 < cut["step_in_epoch"] < len(ref.sampler)  # resumes mid-epoch 3
     resumed = run(tmp_path / "cut", resume=True)
     for k, v in ref.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
