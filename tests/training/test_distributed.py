@@ -135,6 +135,21 @@ def test_processes_fail_together_and_leave_an_existing_run_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml", "run"]
 
 
+def spawn_two(fn, out: Path, hang_message: str, timeout: float = 240) -> None:
+    """Run ``fn(rank, port, out)`` in two spawned processes on a free local port; fail, killing both,
+    if they have not finished after ``timeout`` seconds (a hang is the failure these tests look for)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = mp.spawn(fn, (port, out), nprocs=2, join=False)
+    deadline = time.monotonic() + timeout
+    while not procs.join(timeout=1):
+        if time.monotonic() > deadline:
+            for proc in procs.processes:
+                proc.kill()
+            pytest.fail(hang_message)
+
+
 def _train_with_one_bad_row(rank: int, port: int, out: Path) -> None:
     """One of two processes: digits with one NaN pixel, a row only one process's share of its batch holds."""
     os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
@@ -153,16 +168,7 @@ def _train_with_one_bad_row(rank: int, port: int, out: Path) -> None:
 
 @pytest.mark.slow
 def test_non_finite_loss_in_one_process_stops_both_with_one_message(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = mp.spawn(_train_with_one_bad_row, (port, tmp_path), nprocs=2, join=False)
-    deadline = time.monotonic() + 240
-    while not procs.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in procs.processes:
-                proc.kill()
-            pytest.fail("a process kept waiting for the other after the non-finite loss")
+    spawn_two(_train_with_one_bad_row, tmp_path, "a process kept waiting for the other after the non-finite loss")
     messages = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert messages[0] == messages[1]
     assert messages[0].startswith("non-finite loss in task digits at epoch 1, step "), messages[0]

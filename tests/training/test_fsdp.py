@@ -5,17 +5,14 @@ checkpoint that a plain single process loads (full tensors, the one-process layo
 import contextlib
 import json
 import os
-import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file, save_file
-from test_distributed import TASKS, launch, train  # tests/training is on the path (no __init__.py)
+from test_distributed import TASKS, launch, spawn_two, train  # tests/training is on the path (no __init__.py)
 
 from highmodal.config import TrainConfig
 from highmodal.data import LoadContext, build_suite
@@ -124,16 +121,7 @@ def _fit_sharded(rank: int, port: int, out: Path) -> None:
 
 @pytest.mark.slow
 def test_sharded_resume_matches_an_uninterrupted_run_and_evaluates_sharded(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = mp.spawn(_fit_sharded, (port, tmp_path), nprocs=2, join=False)
-    deadline = time.monotonic() + 240
-    while not procs.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in procs.processes:
-                proc.kill()
-            pytest.fail("the sharded processes did not finish")
+    spawn_two(_fit_sharded, tmp_path, "the sharded processes did not finish")
     ref, resumed = (load_file(str(tmp_path / f"{name}.safetensors")) for name in ("ref", "resumed"))
     assert ref.keys() == resumed.keys()
     for name in ref:
