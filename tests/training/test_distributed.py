@@ -92,6 +92,27 @@ def train(cwd: Path, config: dict, out: str, procs: int, watch: Path | None = No
     return cwd / out / "run"
 
 
+def assert_runs_match(one: Path, two: Path, tol: float) -> list[list[dict]]:
+    """Two run directories hold the same weights (within ``tol``), Adam moments and per-epoch train
+    loss and validation score; returns both metrics logs for further checks. The moments keep the
+    gradient's scale, which Adam's update hides: a gradient off by a constant factor (each process on
+    the whole batch, no weighting by rows, FSDP averaging instead of summing) shows there."""
+    a, b = (load_file(str(run / "model.safetensors")) for run in (one, two))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=tol, atol=tol, msg=name)
+    moments = [torch.load(run / "checkpoints" / "last" / "optim.pt", weights_only=True)["optimizer"]["state"]
+               for run in (one, two)]
+    assert moments[0].keys() == moments[1].keys()
+    for i in moments[0]:
+        torch.testing.assert_close(moments[1][i]["exp_avg"], moments[0][i]["exp_avg"], rtol=1e-4, atol=1e-6)
+    logs = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
+    for r1, r2 in zip(*logs, strict=True):
+        assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-5)
+        assert r1["val_score"] == pytest.approx(r2["val_score"], rel=1e-5)
+    return logs
+
+
 @pytest.mark.parametrize("model", list(RUNS))
 def test_two_processes_train_like_one_and_only_rank_0_writes(tmp_path, model):
     settings, single, tol = RUNS[model]
@@ -100,22 +121,9 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(tmp_path, model):
     one = train(tmp_path, cfg | {"train": cfg["train"] | single}, "one", 1)
     two = train(tmp_path, cfg, "two", 2, watch=tmp_path / "two")
 
-    a, b = (load_file(str(run / "model.safetensors")) for run in (one, two))
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=tol, atol=tol, msg=name)
-    # Adam's moments keep the gradient's scale, which its update hides: a gradient off by a constant
-    # factor (each process on the whole batch, or no weighting by rows) shows here.
-    moments = [torch.load(run / "checkpoints" / "last" / "optim.pt", weights_only=True)["optimizer"]["state"]
-               for run in (one, two)]
-    assert moments[0].keys() == moments[1].keys()
-    for i in moments[0]:
-        torch.testing.assert_close(moments[1][i]["exp_avg"], moments[0][i]["exp_avg"], rtol=1e-4, atol=1e-6)
-    logs = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
+    logs = assert_runs_match(one, two, tol)
     assert [r["epoch"] for r in logs[1]] == list(range(1, settings["epochs"] + 1))
     for r1, r2 in zip(*logs, strict=True):
-        assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-5)
-        assert r1["val_score"] == pytest.approx(r2["val_score"], rel=1e-5)
         assert r1["loss_weights"] == pytest.approx(r2["loss_weights"], rel=1e-4)
 
     writes = {r: json.loads((tmp_path / f"writes-{r}.json").read_text()) for r in (0, 1)}
