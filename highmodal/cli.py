@@ -237,9 +237,10 @@ def cmd_probe(args) -> None:
 def cmd_bench(args) -> None:
     from highmodal.bench.speed import run_speed
 
-    for line in run_speed(model=args.model, workload=args.workload, device=args.device, amp=args.amp,
-                          compile=args.compile, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                          repeats=args.repeats, threads=args.threads, memory=not args.no_memory, seed=args.seed):
+    for line in run_speed(model=args.model, workload=args.workload, preset=args.preset, device=args.device,
+                          amp=args.amp, compile=args.compile, batch=args.batch, steps=args.steps, warmup=args.warmup,
+                          repeats=args.repeats, threads=args.threads, memory=not args.no_memory,
+                          peak_tflops=args.peak_tflops, seed=args.seed):
         print(json.dumps(line), flush=True)
 
 
@@ -451,11 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true")
     bench = sub.add_parser("bench", help="benchmarks against the original implementations").add_subparsers(
         dest="bench_command", required=True)
-    sp = common(bench.add_parser("speed", help="train/inference samples per second, peak memory and parameters of "
-                                 "a model and of its original implementation on one workload: one JSON line per "
-                                 "model, then their ratios"), data=False)
-    sp.add_argument("--model", default="highmmt", help="model to measure (default: highmmt)")
-    sp.add_argument("--workload", default="highmmt-4task", help="input shapes and tasks (default: highmmt-4task)")
+    sp = common(bench.add_parser("speed", help="train/inference samples per second, model FLOPs, peak memory and "
+                                 "parameters of a model and of its original implementation on one workload: one "
+                                 "JSON line per model, then their ratios (a model with no original code: its "
+                                 "tokens/s and MFU)"), data=False)
+    sp.add_argument("--model", default="highmmt", help="model to measure: highmmt or omnivec2 (default: highmmt)")
+    sp.add_argument("--workload", help="input shapes and tasks (default: the model's, highmmt-4task or "
+                    "omnivec2-pair)")
+    sp.add_argument("--preset", help="model size (default: the workload's; fixed where the original is compared)")
     sp.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     sp.add_argument("--amp", choices=["bf16"], help="autocast our model to bf16 (the reference stays fp32)")
     sp.add_argument("--compile", action="store_true", help="torch.compile our model (the reference stays eager)")
@@ -466,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     sp.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (on CPU it "
                     "builds and steps each model again in a fresh process)")
+    sp.add_argument("--peak-tflops", type=float, help="the device's dense peak TFLOP/s in the step's dtype, for "
+                    "MFU (default: a datasheet table of NVIDIA GPUs; none on CPU)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
     sp = common(bench.add_parser("scaling", help="HighMMT epoch time vs number of tasks, sequence length and batch "
                                  "size on the speed workload: one JSON line per point, then scaling.json and one "

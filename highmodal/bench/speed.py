@@ -1,11 +1,17 @@
 """``highmodal bench speed``: training and inference throughput of our model and of the original
-implementation on the same workload, timed in one process, so their ratio is apples to apples.
+implementation on the same workload, timed in one process, so their ratio is apples to apples; for a
+model with no original code (OmniVec2), its tokens per second and model FLOPs utilisation instead.
 
 Inputs are synthetic (seeded Gaussian data, uniform labels) of the workload's exact per-sample
 shapes: the step cost of these models depends on shapes alone, not on values, so no dataset is
 needed. One train step is the original training loop's: one batch of every task, the weighted sum
 of their cross-entropies, one backward, one Adam step; samples counted = batch × number of tasks.
-An inference step runs every task's batch under ``torch.inference_mode``.
+A pairwise workload (OmniVec2, §3.2) feeds its two tasks' batches through the fused two-stream
+graph instead. An inference step runs every task's batch under ``torch.inference_mode`` (for
+OmniVec2 single-stream, the paper's inference path).
+
+Model FLOPs per step are counted once, on an eager copy (``bench/flops.py``); achieved TFLOP/s and,
+where the device's peak is known, MFU follow from the timed rates.
 
 Timing: ``warmup`` untimed steps first (two at least), then ``repeats`` timed runs of ``steps``
 steps each, with ``time.perf_counter`` (after a CUDA synchronise on GPU); the median run is
@@ -28,7 +34,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 
 import torch
@@ -36,8 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from highmodal import __version__
+from highmodal.bench import flops
 from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.modalities.samples import random_values
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.highmmt import resolve_config
@@ -64,14 +72,24 @@ class Workload:
     preset: str
     specs: tuple[ModalitySpec, ...]
     tasks: tuple[Task, ...]
-    original_params: int
-    param_tolerance: float  # relative difference allowed from ``original_params``
     lr: float
     weight_decay: float
-    # Speed-ups ours/reference expected in ``target_setting`` (the issue's acceptance criteria).
+    # Goals in ``target_setting``: speed-ups ours/reference ("train", "infer") or utilisation ("mfu").
     targets: dict[str, float]
     target_setting: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
+    original_params: int | None = None  # None: no original implementation to compare with
+    param_tolerance: float = 0.0  # relative difference allowed from ``original_params``
+    pairwise: bool = False  # train steps fuse the two tasks' single-modality batches (OmniVec2 §3.2)
+    tokens: bool = False  # report tokens/s: the model has ``tokenize(batch, modality)``
+
+    @property
+    def impls(self) -> tuple[str, ...]:
+        return IMPLS if self.original_params is not None else IMPLS[:1]
+
+    def __post_init__(self) -> None:
+        if self.pairwise and (len(self.tasks) != 2 or any(len(t.modalities) != 1 for t in self.tasks)):
+            raise ValueError("a pairwise workload has two tasks of one modality each")
 
 
 WORKLOADS: Registry[Workload] = Registry("speed workload")
@@ -111,9 +129,38 @@ WORKLOADS.register("highmmt-4task")(Workload(
     target_setting={"device": "cpu", "threads": 2, "amp": None, "compile": False},
 ))
 
+# OmniVec2's supervised step (§3.2): a pair of modalities, one task each, through the two-stream
+# graph, at the base preset (f BERT-base sized). The pair is the paper's pretraining pair ImageNet1K
+# image + English text: 224-pixel images cut into ViT-B/16's 196 patches with ImageNet's 1000
+# classes, and 128 BERT subword ids (BERT's 30,522-entry vocabulary) of a two-class sentence task.
+# The paper gives no optimiser settings; ViT's AdamW-style lr and decay are taken. No original code.
+WORKLOADS.register("omnivec2-pair")(Workload(
+    model="omnivec2",
+    preset="base",
+    specs=(ModalitySpec("image", "image", (224, 224, 3)), ModalitySpec("text", "text", (128, 1), vocab_size=30_522)),
+    tasks=(Task("imagenet", ("image",), "classification", 1000), Task("sentences", ("text",), "classification", 2)),
+    lr=1e-4,
+    weight_decay=0.05,
+    targets={"mfu": 0.40},
+    target_setting={"device": "cuda", "amp": "bf16", "preset": "base"},
+    overrides={"tokenizers": {"image": {"patch": 16}}},
+    pairwise=True,
+    tokens=True,
+))
+
 
 def get_workload(name: str) -> Workload:
     return WORKLOADS.get(name)
+
+
+def default_workload(model: str) -> str:
+    """The first workload registered for ``model``."""
+    MODELS.get(model)  # an unknown model name is a clear error with suggestions
+    for name, workload in WORKLOADS.items():
+        if workload.model == model:
+            return name
+    raise HighmodalError(f"--model {model!r} has no speed workload; workloads: "
+                         + ", ".join(f"{n} ({w.model})" for n, w in WORKLOADS.items()))
 
 
 def synthetic_batches(workload: Workload, batch: int, device: torch.device, seed: int = 0
@@ -121,7 +168,7 @@ def synthetic_batches(workload: Workload, batch: int, device: torch.device, seed
     """One batch per task (its own tensors, also for a modality two tasks share) and its labels."""
     g = torch.Generator().manual_seed(seed)
     specs = {s.name: s for s in workload.specs}
-    batches = {t.name: {m: torch.randn(batch, *specs[m].shape, generator=g).to(device) for m in t.modalities}
+    batches = {t.name: {m: random_values(specs[m], batch, g).to(device) for m in t.modalities}
                for t in workload.tasks}
     targets = {t.name: torch.randint(t.out_dim, (batch,), generator=g).to(device) for t in workload.tasks}
     return batches, targets
@@ -155,16 +202,18 @@ class Runner:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    tasks: tuple[Task, ...]
+    workload: Workload
     device: torch.device
     amp: torch.dtype | None = None
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
 
-    def outputs(self, batches: dict[str, dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-        """Logits of every task; through ``step_outputs`` for our models, as the trainer calls them."""
-        pieces = [Piece(t.name, None, batches[t.name]) for t in self.tasks]
+    def outputs(self, batches: dict[str, dict[str, torch.Tensor]], train: bool) -> list[torch.Tensor]:
+        """Logits of every task; through ``step_outputs`` for our models, as the trainer calls them.
+        A pairwise workload trains on one modality piece per task, which the model fuses."""
+        pairwise = train and self.workload.pairwise
+        pieces = [Piece(t.name, t.modalities[0] if pairwise else None, batches[t.name]) for t in self.workload.tasks]
         if isinstance(self.model, MultitaskModel):
             return self.model.step_outputs(pieces)
         return [self.model(p.batch, p.task) for p in pieces]
@@ -173,16 +222,16 @@ class Runner:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            outs = self.outputs(batches)
+            outs = self.outputs(batches, train=True)
         loss = sum(t.weight * F.cross_entropy(out.float(), targets[t.name])
-                   for t, out in zip(self.tasks, outs, strict=True))
+                   for t, out in zip(self.workload.tasks, outs, strict=True))
         loss.backward()
         self.optimizer.step()
 
     def infer_step(self, batches: dict[str, dict[str, torch.Tensor]]) -> list[torch.Tensor]:
         self.model.eval()
         with torch.inference_mode(), self.autocast():
-            return self.outputs(batches)
+            return self.outputs(batches, train=False)
 
 
 def make_runner(impl: str, workload: Workload, device: torch.device, amp: str | None = None, compile: bool = False,
@@ -193,7 +242,18 @@ def make_runner(impl: str, workload: Workload, device: torch.device, amp: str | 
     if ours and compile:
         model.compile()  # in place, so step_outputs' calls to self(...) are compiled too
     optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay)
-    return Runner(model, optimizer, workload.tasks, device, AMP[amp] if ours and amp else None)
+    return Runner(model, optimizer, workload, device, AMP[amp] if ours and amp else None)
+
+
+def tokens_per_step(model: nn.Module, workload: Workload, batches: dict[str, dict[str, torch.Tensor]]) -> int:
+    """Tokens the shared transformer reads in one step: every task's tokenizer output, real ones only."""
+    total = 0
+    with torch.inference_mode():
+        for t in workload.tasks:
+            for m in t.modalities:
+                tokens, mask = model.tokenize(batches[t.name], m)
+                total += int(mask.sum()) if mask is not None else tokens.shape[0] * tokens.shape[1]
+    return total
 
 
 @dataclass(frozen=True)
@@ -201,7 +261,8 @@ class Settings:
     """One benchmark run's options (the CLI flags); picklable, for the memory-measuring processes."""
 
     model: str = "highmmt"
-    workload: str = "highmmt-4task"
+    workload: str | None = None  # None: the model's first workload
+    preset: str | None = None  # None: the workload's
     device: str = "cpu"
     amp: str | None = None
     compile: bool = False
@@ -211,6 +272,7 @@ class Settings:
     repeats: int = 5
     threads: int | None = None
     memory: bool = True
+    peak_tflops: float | None = None
     seed: int = 0
 
     @property
@@ -219,10 +281,11 @@ class Settings:
 
     def check(self) -> tuple[Workload, torch.device]:
         """Validate every option before anything is built; user errors are HighmodalErrors."""
-        workload = get_workload(self.workload)
+        name = self.workload or default_workload(self.model)
+        workload = get_workload(name)
         MODELS.get(self.model)  # an unknown model name is a clear error with suggestions
         if self.model != workload.model:
-            raise HighmodalError(f"--model {self.model!r}: workload {self.workload!r} is defined for "
+            raise HighmodalError(f"--model {self.model!r}: workload {name!r} is defined for "
                                  f"{workload.model!r}; workloads: {', '.join(WORKLOADS)}")
         if self.amp is not None and self.amp not in AMP:
             raise HighmodalError(f"--amp {self.amp!r}: choose one of {', '.join(AMP)}{did_you_mean(self.amp, AMP)}")
@@ -231,6 +294,15 @@ class Settings:
         for key, value in counts.items():
             if value < 1:
                 raise HighmodalError(f"--{key} must be at least 1, got {value}")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise HighmodalError(f"--peak-tflops must be positive, got {self.peak_tflops}")
+        if self.preset not in (None, workload.preset):
+            if workload.original_params is not None:
+                raise HighmodalError(f"--preset {self.preset!r}: workload {name!r} compares with the original "
+                                     f"code in its setting, preset {workload.preset!r}")
+            workload = replace(workload, preset=self.preset)
+        with torch.device("meta"):  # an unknown preset fails here, before anything is measured
+            build_model("highmodal", workload)
         try:
             device = torch.device(self.device)
         except RuntimeError:
@@ -275,7 +347,7 @@ def cpu_peak(settings: Settings, impl: str, threads: int) -> tuple[int | None, s
     (kernels, the autograd engine, optimiser code: ~150 MB, more than the model needs), so that is
     not counted; and since it stays alive, its memory cannot be recycled into the measured copy's."""
     torch.set_num_threads(threads)
-    workload, device = get_workload(settings.workload), torch.device("cpu")
+    workload, device = settings.check()
     warm = make_runner(impl, workload, device, settings.amp, settings.compile, settings.seed)
     one, one_target = synthetic_batches(workload, 1, device, settings.seed)
     warm.train_step(one, one_target)
@@ -302,6 +374,21 @@ def _rate(step: Callable[[], object], steps: int, samples: int, device: torch.de
     return steps * samples / (_clock(device) - start)
 
 
+def _step_flops(settings: Settings, impl: str, workload: Workload, device: torch.device, batches: dict,
+                targets: dict) -> dict[str, int]:
+    """Model FLOPs of one train and one inference step, counted on an eager copy built for it. The
+    inference step is counted with autograd on (same products): under ``inference_mode`` torch's
+    counter fails on modules given a parameter as input (the latents)."""
+    runner = make_runner(impl, workload, device, settings.amp, False, settings.seed)
+
+    def infer() -> None:
+        runner.model.eval()
+        with runner.autocast():
+            runner.outputs(batches, train=False)
+
+    return {"train": flops.count_flops(lambda: runner.train_step(batches, targets)), "infer": flops.count_flops(infer)}
+
+
 def _warm_up(settings: Settings, impl: str, workload: Workload, device: torch.device, batches: dict,
              targets: dict) -> tuple[Runner, int | None]:
     """Build and warm up one implementation; on CUDA also return the memory it added at its peak."""
@@ -322,24 +409,27 @@ def _warm_up(settings: Settings, impl: str, workload: Workload, device: torch.de
 
 def _check_equal(workload: Workload, runners: dict[str, Runner], batches: dict, batch: int,
                  params: dict[str, int]) -> dict[str, list[int]]:
-    """Both models must map every task's batch to (batch, classes) logits and have the original's size."""
+    """Every model must map every task's batch to (batch, classes) logits and have the original's size."""
     shapes = {impl: [tuple(o.shape) for o in r.infer_step(batches)] for impl, r in runners.items()}
     want = [(batch, t.out_dim) for t in workload.tasks]
     if any(s != want for s in shapes.values()):
         raise RuntimeError(f"output shapes differ: expected {want}, got {shapes}")
+    original = workload.original_params
     for impl, n in params.items():
-        if abs(n - workload.original_params) > workload.param_tolerance * workload.original_params:
-            raise RuntimeError(f"{impl} has {n:,} parameters; the original has {workload.original_params:,} "
+        if original is not None and abs(n - original) > workload.param_tolerance * original:
+            raise RuntimeError(f"{impl} has {n:,} parameters; the original has {original:,} "
                                f"(tolerance {workload.param_tolerance:.0%})")
     return {t.name: list(s) for t, s in zip(workload.tasks, want, strict=True)}
 
 
 def run_speed(**options) -> list[dict]:
-    """One result per implementation, then their ratios (ours / reference samples per second).
-    ``options``: the fields of ``Settings``; ``threads`` None keeps torch's default."""
+    """One result per implementation, then their ratios (ours / reference samples per second), or
+    for a workload with no original code our utilisation. ``options``: the fields of ``Settings``;
+    ``threads`` None keeps torch's default."""
     settings = Settings(**options)
     workload, device = settings.check()
-    reference_class()  # fail before any measuring when the reference is not installed
+    if workload.original_params is not None:
+        reference_class()  # fail before any measuring when the reference is not installed
     before = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -352,16 +442,17 @@ def run_speed(**options) -> list[dict]:
 def _measure(settings: Settings, workload: Workload, device: torch.device) -> list[dict]:
     threads = torch.get_num_threads()
     batches, targets = synthetic_batches(workload, settings.batch, device, settings.seed)
+    counted = {impl: _step_flops(settings, impl, workload, device, batches, targets) for impl in workload.impls}
     runners: dict[str, Runner] = {}
     peak: dict[str, int | None] = {}
     method = "torch.cuda.max_memory_allocated growth while built and warmed up" if settings.memory else None
     with ExitStack() as stack:
         pending = {}
         if device.type == "cpu" and settings.memory:  # a fresh process per model, run while this one warms up
-            for impl in IMPLS:
+            for impl in workload.impls:
                 pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
                 pending[impl] = pool.submit(cpu_peak, settings, impl, threads)
-        for impl in IMPLS:
+        for impl in workload.impls:
             runners[impl], peak[impl] = _warm_up(settings, impl, workload, device, batches, targets)
         for impl, future in pending.items():
             peak[impl], method = future.result()
@@ -369,8 +460,8 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
     shapes = _check_equal(workload, runners, batches, settings.batch, params)
 
     samples, steps = settings.batch * len(workload.tasks), settings.steps
-    train: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-    infer: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    train: dict[str, list[float]] = {impl: [] for impl in runners}
+    infer: dict[str, list[float]] = {impl: [] for impl in runners}
     for _ in range(settings.repeats):
         for impl, r in runners.items():
             train[impl].append(_rate(lambda r=r: r.train_step(batches, targets), steps, samples, device))
@@ -378,27 +469,62 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
         for impl, r in runners.items():
             infer[impl].append(_rate(lambda r=r: r.infer_step(batches), steps, samples, device))
 
-    setting = {"device": device.type, "threads": threads, "amp": settings.amp, "compile": settings.compile}
-    common = {"model": settings.model, "workload": settings.workload}
-    lines = [{
-        **common, "impl": impl, "package": _package(impl), "device": str(device), "threads": threads,
-        "batch": settings.batch, "amp": settings.amp if r.amp else None,
-        "compile": settings.compile and impl == "highmodal",
-        "train_samples_per_s": statistics.median(train[impl]), "infer_samples_per_s": statistics.median(infer[impl]),
-        "peak_mem_bytes": peak[impl], "peak_mem_method": method, "params": params[impl],
-        "steps": steps, "warmup": settings.warm_steps, "train_runs": train[impl], "infer_runs": infer[impl],
-    } for impl, r in runners.items()]
-    ratio = {k: lines[0][f"{k}_samples_per_s"] / lines[1][f"{k}_samples_per_s"] for k in ("train", "infer")}
+    tokens = tokens_per_step(runners["highmodal"].model, workload, batches) if workload.tokens else None
+    setting = {"device": device.type, "threads": threads, "amp": settings.amp, "compile": settings.compile,
+               "preset": workload.preset}
+    common = {"model": settings.model, "workload": settings.workload or default_workload(settings.model)}
+    lines = []
+    for impl, r in runners.items():
+        rates = {k: statistics.median(runs[impl]) for k, runs in (("train", train), ("infer", infer))}
+        lines.append({
+            **common, "impl": impl, "package": _package(impl), "device": str(device), "threads": threads,
+            "preset": workload.preset, "batch": settings.batch, "amp": settings.amp if r.amp else None,
+            "compile": settings.compile and impl == "highmodal",
+            "train_samples_per_s": rates["train"], "infer_samples_per_s": rates["infer"],
+            **({f"{k}_tokens_per_s": tokens * rate / samples for k, rate in rates.items()} if tokens else {}),
+            "peak_mem_bytes": peak[impl], "peak_mem_method": method, "params": params[impl],
+            **_utilisation(settings, device, r.amp, counted[impl], {k: v / samples for k, v in rates.items()}),
+            "steps": steps, "warmup": settings.warm_steps, "train_runs": train[impl], "infer_runs": infer[impl],
+        })
+    if workload.original_params is None:
+        ours = lines[0]
+        mfu = {"train": ours["train_mfu"], "infer": ours["infer_mfu"]}
+        summary = {**common, "utilisation": "model FLOPs / step time / device peak", "mfu": mfu["train"],
+                   "infer_mfu": mfu["infer"], "tokens_per_step": tokens,
+                   **{k: ours[k] for k in ("train_tokens_per_s", "train_tflops_per_s", "peak_tflops",
+                                           "matmul_tflops", "train_matmul_fraction") if k in ours}}
+        verdict = {k: mfu["train"] for k in workload.targets}
+    else:
+        ratio = {k: lines[0][f"{k}_samples_per_s"] / lines[1][f"{k}_samples_per_s"] for k in ("train", "infer")}
+        summary = {**common, "ratio": "highmodal / reference samples per second", "train_ratio": ratio["train"],
+                   "infer_ratio": ratio["infer"],
+                   "params": {"highmodal": params["highmodal"], "reference": params["reference"],
+                              "original": workload.original_params}}
+        verdict = ratio
     matches = all(setting[k] == v for k, v in workload.target_setting.items())
     lines.append({
-        **common, "ratio": "highmodal / reference samples per second", "train_ratio": ratio["train"],
-        "infer_ratio": ratio["infer"], **setting, "batch": settings.batch,
-        "params": {"highmodal": params["highmodal"], "reference": params["reference"],
-                   "original": workload.original_params},
-        "output_shapes": shapes, "targets": workload.targets, "target_setting": workload.target_setting,
-        "meets_targets": all(ratio[k] >= v for k, v in workload.targets.items()) if matches else None,
+        **summary, **setting, "batch": settings.batch, "output_shapes": shapes, "targets": workload.targets,
+        "target_setting": workload.target_setting,
+        "meets_targets": (all(verdict[k] is not None and verdict[k] >= v for k, v in workload.targets.items())
+                          if matches else None),
     })
     return lines
+
+
+def _utilisation(settings: Settings, device: torch.device, amp: torch.dtype | None, counted: dict[str, int],
+                 steps_per_s: dict[str, float]) -> dict:
+    """Model FLOPs per step, achieved TFLOP/s, and their fraction of the device's peak (MFU) and of
+    the rate a large matmul attains here, all in the dtype the model computes in."""
+    dtype = flops.matmul_dtype(device, amp)
+    peak, source = ((settings.peak_tflops, "--peak-tflops") if settings.peak_tflops
+                    else flops.datasheet_peak(device, dtype))
+    matmul = flops.matmul_tflops(device, dtype)
+    out: dict = {"flops_dtype": dtype, "peak_tflops": peak, "peak_tflops_source": source, "matmul_tflops": matmul}
+    for k, n in counted.items():
+        achieved = n * steps_per_s[k] / 1e12
+        out |= {f"{k}_flops_per_step": n, f"{k}_tflops_per_s": achieved,
+                f"{k}_mfu": achieved / peak if peak else None, f"{k}_matmul_fraction": achieved / matmul}
+    return out
 
 
 def _package(impl: str) -> str:

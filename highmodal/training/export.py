@@ -34,6 +34,7 @@ from torch import nn
 from highmodal import __version__
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.fileio import atomic_write_text
+from highmodal.modalities.samples import random_values
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
 
@@ -78,10 +79,7 @@ def example_inputs(model: MultitaskModel, task: str, batch: int, seed: int = 0) 
     for _, spec, is_mask in task_inputs(model, task):
         lengths = spec.ref_lengths()
         if not is_mask:
-            shape = (batch, *lengths, spec.channels)
-            x = (torch.randint(1, spec.vocab_size, shape, generator=gen).float() if spec.vocab_size
-                 else torch.randn(shape, generator=gen))
-            tensors.append(x)
+            tensors.append(random_values(spec, batch, gen))
             continue
         mask = torch.ones(batch, *lengths, dtype=torch.bool)
         for axis, size in enumerate(spec.axes):

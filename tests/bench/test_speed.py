@@ -5,6 +5,7 @@ the speed targets live in the benchmark's output, never in tests."""
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,9 +17,11 @@ from highmodal.bench.speed import (
     count_params,
     cpu_peak,
     get_workload,
+    make_runner,
     reference_class,
     run_speed,
     synthetic_batches,
+    tokens_per_step,
 )
 from highmodal.errors import HighmodalError
 from highmodal.modalities.standardize import Standardizer
@@ -106,6 +109,8 @@ def test_tiny_run_prints_one_line_per_model_then_the_ratios():
     assert ratio["output_shapes"] == {"mimic": [2, 2], "avmnist": [2, 10], "mosei": [2, 2], "urfunny": [2, 2]}
     assert ratio["params"] == {"highmodal": 527_382, "reference": 527_382, "original": 527_382}
     assert ratio["meets_targets"] is None  # one thread is not the targets' setting: no verdict
+    # the reference computes every pair and latent the original does; ours skips unread work
+    assert ours["train_flops_per_step"] < ref["train_flops_per_step"]
 
 
 @needs_reference
@@ -130,7 +135,12 @@ def test_tiny_run_measures_memory_in_fresh_processes():
 @pytest.mark.parametrize(("options", "message"), [
     ({"workload": "highmmt-5task"}, "unknown speed workload 'highmmt-5task' .*did you mean 'highmmt-4task'"),
     ({"model": "highmt"}, "unknown model 'highmt'"),
-    ({"model": "omnivec2"}, "--model 'omnivec2': workload 'highmmt-4task' is defined for 'highmmt'"),
+    ({"model": "omnivec2", "workload": "highmmt-4task"},
+     "--model 'omnivec2': workload 'highmmt-4task' is defined for 'highmmt'"),
+    ({"model": "probe"}, "--model 'probe' has no speed workload"),
+    ({"preset": "tiny"}, "--preset 'tiny': workload 'highmmt-4task' compares with the original"),
+    ({"model": "omnivec2", "preset": "huge"}, "unknown OmniVec2 preset 'huge'"),
+    ({"model": "omnivec2", "peak_tflops": 0}, "--peak-tflops must be positive"),
     ({"amp": "fp16"}, "--amp 'fp16': choose one of bf16"),
     ({"steps": 0}, "--steps must be at least 1"),
     ({"threads": 0}, "--threads must be at least 1"),
@@ -155,6 +165,59 @@ def test_missing_reference_package_is_a_clear_error(monkeypatch):
         reference_class()
 
 
+def test_omnivec2_workload_is_a_fused_pair_at_base_size():
+    workload = get_workload("omnivec2-pair")
+    assert workload.model == "omnivec2" and workload.pairwise and workload.original_params is None
+    assert workload.impls == ("highmodal",)
+    with torch.device("meta"):
+        model = build_model("highmodal", workload)
+    assert model.cfg.d_model == 768 and model.cfg.f_depth == 12  # f is BERT-base sized
+    batches, _ = synthetic_batches(workload, 2, torch.device("cpu"))
+    ids = batches["sentences"]["text"]
+    assert ids.shape == (2, 128, 1) and ids.min() >= 1 and ids.max() < 30_522  # real subword ids, no padding
+    assert batches["imagenet"]["image"].shape == (2, 224, 224, 3)
+
+
+def test_pairwise_train_steps_fuse_the_two_streams(monkeypatch):
+    """The train step runs the two-stream graph (fuse called once), inference the single streams."""
+    workload = get_workload("omnivec2-pair")
+    runner = make_runner("highmodal", replace(workload, preset="tiny"), torch.device("cpu"))
+    batches, targets = synthetic_batches(workload, 2, torch.device("cpu"))
+    calls = []
+    fuse = runner.model.fuse
+    monkeypatch.setattr(runner.model, "fuse", lambda *a: calls.append(1) or fuse(*a))
+    runner.train_step(batches, targets)
+    assert calls == [1]
+    assert [tuple(o.shape) for o in runner.infer_step(batches)] == [(2, 1000), (2, 2)]
+    assert calls == [1]
+    assert tokens_per_step(runner.model, workload, batches) == 2 * (196 + 128)  # ViT-B/16 patches + subwords
+
+
+def test_tiny_omnivec2_run_reports_tokens_flops_and_utilisation():
+    ours, summary = run_speed(model="omnivec2", preset="tiny", memory=False, peak_tflops=1.0, **TINY)
+    assert ours["impl"] == "highmodal" and ours["preset"] == "tiny" and summary["tokens_per_step"] == 2 * 324
+    assert ours["train_tokens_per_s"] == pytest.approx(ours["train_samples_per_s"] * 324 / 2)
+    # backward costs about twice the forward: a train step counts about 3x the pairwise forward FLOPs,
+    # which exceed the single-stream inference FLOPs (cross-attention and g over both streams)
+    assert 3 * ours["infer_flops_per_step"] < ours["train_flops_per_step"] < 6 * ours["infer_flops_per_step"]
+    steps_per_s = ours["train_samples_per_s"] / 4
+    assert ours["train_tflops_per_s"] == pytest.approx(ours["train_flops_per_step"] * steps_per_s / 1e12)
+    assert summary["mfu"] == pytest.approx(ours["train_tflops_per_s"] / 1.0) == ours["train_mfu"]
+    assert ours["peak_tflops_source"] == "--peak-tflops" and ours["matmul_tflops"] > 0
+    assert summary["meets_targets"] is None  # a CPU run of the tiny preset is not the target setting
+    assert summary["output_shapes"] == {"imagenet": [2, 1000], "sentences": [2, 2]}
+
+
 def test_cli_rejects_an_unknown_workload(cli):
     proc = cli("bench", "speed", "--workload", "nope")
     assert proc.returncode != 0 and "unknown speed workload 'nope'; known: highmmt-4task" in proc.stderr
+
+
+def test_cli_measures_omnivec2_and_prints_its_utilisation_last(cli):
+    proc = cli("bench", "speed", "--model", "omnivec2", "--preset", "tiny", "--batch", "2", "--steps", "1",
+               "--warmup", "1", "--repeats", "1", "--threads", "1", "--no-memory")
+    assert proc.returncode == 0, proc.stderr
+    ours, last = (json.loads(line) for line in proc.stdout.splitlines())
+    assert ours["workload"] == "omnivec2-pair" and ours["train_tokens_per_s"] > 0
+    assert last["mfu"] is None and "--peak-tflops" in ours["peak_tflops_source"]  # no CPU peak is known
+    assert last["train_matmul_fraction"] > 0 and last["tokens_per_step"] == 648
