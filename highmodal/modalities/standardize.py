@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
@@ -22,26 +23,36 @@ SUMMARY = ("data ⊕ one-hot modality code ⊕ Fourier position features, zero-p
            "d_all: one format for the shared Perceiver, whatever the kind")
 
 
-def normalise(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
-    """Apply the spec's training-split statistics: per-channel stats broadcast over positions,
-    per-element stats (tables) have the full shape."""
-    x = x.float()
-    if spec.mean is None or spec.std is None:
-        return x
-    shape = (spec.channels,) if len(spec.mean) == spec.channels else spec.shape
-    mean = torch.tensor(spec.mean, device=x.device).reshape(shape)
-    std = torch.tensor(spec.std, device=x.device).reshape(shape)
-    return (x - mean) / std
+class Normaliser(nn.Module):
+    """Applies the spec's training-split statistics: per-channel stats broadcast over positions,
+    per-element stats (tables) have the full shape. They are non-persistent buffers: they move with
+    the model, so a step copies nothing from the host (a stall on a GPU), and checkpoints are
+    unchanged (the spec, saved with the run, carries the numbers)."""
+
+    def __init__(self, spec: ModalitySpec) -> None:
+        super().__init__()
+        stats = (None, None)
+        if spec.mean is not None and spec.std is not None:
+            shape = (spec.channels,) if len(spec.mean) == spec.channels else spec.shape
+            stats = tuple(torch.tensor(v, dtype=torch.float32).reshape(shape) for v in (spec.mean, spec.std))
+        self.register_buffer("mean", stats[0], persistent=False)
+        self.register_buffer("std", stats[1], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x if self.mean is None else (x - self.mean) / self.std
 
 
-class Standardizer:
+class Standardizer(nn.Module):
     """Maps each modality of a suite to the shared ``d_all``-wide token format."""
 
     def __init__(self, specs: Sequence[ModalitySpec], shared_embedding: bool = True) -> None:
         """``shared_embedding=False`` gives every modality the same code (the paper's
         "w/o embeddings" ablation) while keeping the width unchanged."""
+        super().__init__()
         if not specs:
             raise HighmodalError("a model needs at least one modality")
+        self.normalisers = nn.ModuleDict({s.name: Normaliser(s) for s in specs})
         self.specs = {s.name: s for s in specs}
         self.index = {name: i for i, name in enumerate(self.specs)}
         self.num_modalities = len(self.specs)
@@ -59,7 +70,7 @@ class Standardizer:
             "pad": slice(c + m + p, self.d_all),
         }
 
-    def __call__(
+    def forward(
         self, name: str, x: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: ``(B, *axes, channels)`` → ``(B, L, d_all)`` and a ``(B, L)`` mask (or None)."""
@@ -82,11 +93,11 @@ class Standardizer:
             want = "(B, " + ", ".join("*" if a is None else str(a) for a in s.shape) + ")"
             limit = f" with * <= {s.max_len}" if s.variable else ""
             raise HighmodalError(f"modality {name!r} expected shape {want}{limit}, got {tuple(x.shape)}")
-        data = normalise(s, x).reshape(b, -1, c)
+        data = self.normalisers[name](x).reshape(b, -1, c)
         pos = grid_positions(tuple(axes), s.ref_lengths(), device=x.device)
         enc = fourier_encode(pos, s.max_freq, s.num_freq_bands).flatten(-2).reshape(data.shape[1], -1)
-        code = torch.zeros(data.shape[1], self.num_modalities, device=x.device)
-        code[:, 0 if not self.shared_embedding else self.index[name]] = 1.0
+        index = self.index[name] if self.shared_embedding else 0
+        code = torch.eye(self.num_modalities, device=x.device)[index].expand(data.shape[1], -1)
         pad = self.d_all - c - self.num_modalities - s.pos_dim
         rest = torch.cat([code, enc, code.new_zeros(data.shape[1], pad)], dim=-1)
         if mask is not None:

@@ -27,18 +27,17 @@ class CrossmodalTransformer(nn.Module):
         queries, and the last layer's final self-attention and feed-forward run for the kept latent
         only (HighMMT reads nothing else)."""
         stacked = torch.stack(latents)  # (M, B, N, D)
-        qi = torch.tensor([i for i, _ in pairs], device=stacked.device)
-        cj = torch.tensor([j for _, j in pairs], device=stacked.device)
+        qi, cj = [i for i, _ in pairs], [j for _, j in pairs]
         x = None
         for depth, layer in enumerate(self.layers):
             pre = layer.cross_attn
             attn = pre.fn
             k, v = attn.split_kv(attn.to_kv(pre.norm_context(stacked.flatten(0, 1))))
-            k, v = (t.unflatten(0, (len(latents), -1))[cj].flatten(0, 1) for t in (k, v))
+            k, v = (_pick(t.unflatten(0, (len(latents), -1)), cj) for t in (k, v))
             if x is None:
                 q = attn.split_heads(attn.to_q(pre.norm(stacked.flatten(0, 1))))
-                q = q.unflatten(0, (len(latents), -1))[qi].flatten(0, 1)
-                x = stacked[qi].flatten(0, 1)
+                q = _pick(q.unflatten(0, (len(latents), -1)), qi)
+                x = _pick(stacked, qi)
             else:
                 q = attn.split_heads(attn.to_q(pre.norm(x)))
             x = layer.process(x + attn.attend(q, k, v), last_only=depth == len(self.layers) - 1)
@@ -48,6 +47,11 @@ class CrossmodalTransformer(nn.Module):
         """``latents``: one ``(B, N, D)`` per modality → ``(B, P·D)`` for the P = M(M-1) ordered pairs."""
         b = latents[0].shape[0]
         return self.pair_outputs(latents, ordered_pairs(len(latents))).transpose(0, 1).reshape(b, -1)
+
+
+def _pick(t: torch.Tensor, index: list[int]) -> torch.Tensor:
+    """``t[index].flatten(0, 1)`` from Python indices: no index tensor to copy to the device per step."""
+    return torch.cat([t[i] for i in index])
 
 
 def ordered_pairs(m: int) -> list[tuple[int, int]]:

@@ -38,7 +38,9 @@ class TaskTensors:
         return -(-len(self) // batch_size)
 
     def shuffled(self, batch_size: int, rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
-        perm = torch.as_tensor(rng.permutation(len(self)))
+        """Batches in a random order; the permutation goes to the data's device once per epoch, not
+        once per batch and tensor."""
+        perm = torch.as_tensor(rng.permutation(len(self))).to(self.y.device)
         for i in range(0, len(self), batch_size):
             yield self.batch(perm[i : i + batch_size])
 

@@ -32,6 +32,11 @@ def _is_sharded(t: Any) -> bool:
     return module is not None and isinstance(t, module.DTensor)
 
 
+def full(t: torch.Tensor) -> torch.Tensor:
+    """``t`` whole: gathered from every process when sharded (a collective), else ``t`` itself."""
+    return t.full_tensor() if _is_sharded(t) else t
+
+
 def local(t: torch.Tensor) -> torch.Tensor:
     """This process's part of ``t``: its shard, or ``t`` itself when not sharded."""
     return t.to_local() if _is_sharded(t) else t
@@ -62,8 +67,8 @@ def gather(state: Any) -> Any:
     if isinstance(state, list):
         return [gather(v) for v in state]
     if isinstance(state, torch.Tensor):
-        full = state.full_tensor() if _is_sharded(state) else state
-        return full.detach().cpu() if distributed.is_main() else None
+        whole = full(state)
+        return whole.detach().cpu() if distributed.is_main() else None
     return state
 
 

@@ -18,7 +18,8 @@ from highmodal.training import fsdp
 
 
 class TrainingDiverged(HighmodalError):
-    """A non-finite loss or gradient: training stops before the update, the last checkpoint stays."""
+    """A non-finite loss or gradient: training stops before diverged weights are saved or scored
+    (``training/divergence.py``); the last checkpoint stays."""
 
 
 @dataclass

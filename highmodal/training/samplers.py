@@ -73,19 +73,22 @@ class PairwiseSampler:
         return self.steps
 
     def epoch(self, rng: np.random.Generator) -> Iterator[list[Piece]]:
-        perms: dict[str, np.ndarray] = {}
+        perms: dict[str, torch.Tensor] = {}
         cursor: dict[str, int] = {}
 
         def rows(task: str, n: int) -> torch.Tensor:
+            """The next ``n`` rows of ``task``'s permutation, which goes to the data's device once per
+            pass over the task rather than once per batch."""
             out = []
             while n > 0:
                 if cursor.get(task, math.inf) >= len(perms.get(task, ())):
-                    perms[task], cursor[task] = rng.permutation(len(self.data[task])), 0
+                    data = self.data[task]
+                    perms[task], cursor[task] = torch.as_tensor(rng.permutation(len(data))).to(data.y.device), 0
                 take = perms[task][cursor[task] : cursor[task] + n]
                 cursor[task] += len(take)
                 out.append(take)
                 n -= len(take)
-            return torch.as_tensor(np.concatenate(out))
+            return out[0] if len(out) == 1 else torch.cat(out)
 
         for _ in range(self.steps):
             if len(self.modalities) < 2:

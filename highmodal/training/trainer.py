@@ -23,10 +23,11 @@ from highmodal.models.base import MultitaskModel, Piece
 from highmodal.training import distributed, fsdp
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors, micro_batches
+from highmodal.training.divergence import FiniteWatch
 from highmodal.training.evaluation import aggregate, evaluate_suite
 from highmodal.training.losses import LOSSES
 from highmodal.training.memory import GIB, available_bytes, check_step_fits, hint, oom_as_error
-from highmodal.training.resume import Progress, TrainingDiverged, load_checkpoint, save_checkpoint, trim_log
+from highmodal.training.resume import Progress, load_checkpoint, save_checkpoint, trim_log
 from highmodal.training.samplers import create_sampler
 
 
@@ -86,6 +87,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
+        self.watch = FiniteWatch(self.device)
 
     def _drop_modalities(self, batch: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Modality dropout: hide each modality with probability p, always keeping at least one, so
@@ -109,7 +111,10 @@ class Trainer:
 
         Under fsdp every forward and backward gathers or reduces over all processes, so all of them run
         the same micro-batches, in step: a process with no rows where rank 0 (which holds the most) has
-        some runs rank 0's at weight 0, and a non-finite loss does not cut the step short."""
+        some runs rank 0's at weight 0.
+
+        Non-finite losses and gradients are flagged on the device and read by ``FiniteWatch``
+        (``training/divergence.py``), so a step does not wait for the device to finish."""
         for p in pieces:
             modalities = self.model.task(p.task).modalities
             if p.modality is None and self.cfg.modality_dropout > 0 and len(modalities) > 1:
@@ -119,8 +124,9 @@ class Trainer:
         slices = [micro_batches(distributed.shard(p.batch), accum) for p in pieces]
         lead = [micro_batches(distributed.shard(p.batch, 0), accum) for p in pieces] if self.sharded else slices
         losses: list[torch.Tensor | None] = [None] * len(pieces)
-        bad: set[int] = set()  # pieces whose loss is non-finite; len(pieces) when only the balanced sum is
-        at = where
+        # Per micro-batch, non-zero where a piece's loss (last column: the balanced sum) is not finite;
+        # read later by the watch, so no step waits for the device.
+        nonfinite = torch.zeros(accum, len(pieces) + 1, device=self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with oom_as_error(where, hint(accum)):
             for k in range(accum):
@@ -135,29 +141,24 @@ class Trainer:
                     loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
                     parts.append((i, loss, share))
                 total = sum(self.balancer.combine(pieces[i].task, loss) * share for i, loss, share in parts)
-                if not bad and not torch.isfinite(total):
-                    bad = {i for i, loss, _ in parts if not torch.isfinite(loss)} or {len(pieces)}
-                    at = where if accum == 1 else f"{where} (micro-batch {k + 1}/{accum})"
-                if bad and not self.sharded:
-                    break
+                for i, loss, _ in parts:
+                    nonfinite[k, i] = ~torch.isfinite(loss.detach())
+                nonfinite[k, -1] = ~torch.isfinite(total.detach())
                 total.backward()
                 for i, loss, share in parts:
                     part = loss.detach() * share
                     losses[i] = part if losses[i] is None else losses[i] + part
         if distributed.world() > 1:
-            losses, bad = self._sum_over_processes(losses, bad)
-        if bad:
-            names = [pieces[i].task for i in sorted(bad) if i < len(pieces)]
-            raise TrainingDiverged(f"non-finite loss in task {', '.join(names) or 'balancing'} at {at}")
+            losses, nonfinite = self._sum_over_processes(losses, nonfinite)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
-        if not torch.isfinite(norm):
-            raise TrainingDiverged(f"non-finite gradients from tasks {', '.join(p.task for p in pieces)} at {where}")
+        self.watch.add(where, [p.task for p in pieces], nonfinite, fsdp.full(norm))
+        self.watch.poll()
         self.optimizer.step()
         self.scheduler.step()
         return [(p.task, loss) for p, loss in zip(pieces, losses, strict=True) if loss is not None]
 
-    def _sum_over_processes(self, losses: list[torch.Tensor | None], bad: set[int]
-                            ) -> tuple[list[torch.Tensor], set[int]]:
+    def _sum_over_processes(self, losses: list[torch.Tensor | None], nonfinite: torch.Tensor
+                            ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Sum gradients, per-piece losses and non-finite flags over processes in one all-reduce, so
         every process updates identically, logs the whole batch's loss and stops together.
 
@@ -170,10 +171,9 @@ class Trainer:
         no process used keeps ``grad=None`` exactly as in one process."""
         n = len(losses)
         zero = torch.zeros((), device=self.device)
-        flags = torch.tensor([float(i in bad) for i in range(n + 1)], device=self.device)
-        extra = torch.cat([torch.stack([zero if v is None else v.float() for v in losses]), flags])
+        extra = torch.cat([torch.stack([zero if v is None else v.float() for v in losses]), nonfinite.flatten()])
         total = distributed.sum_gradients(self.summed, extra)
-        return list(total[:n]), {i for i, flag in enumerate(total[n:].tolist()) if flag > 0}
+        return list(total[:n]), total[n:].view_as(nonfinite)
 
     def check_memory(self) -> int | None:
         """The resource guard: refuse, before the first step, a step that cannot fit in memory."""
@@ -186,7 +186,8 @@ class Trainer:
 
     def _save(self, p: Progress, best_state: dict | None) -> None:
         """Checkpoint the training state: every process joins (gathering a sharded model's full
-        tensors), rank 0 writes."""
+        tensors), rank 0 writes. Every pending step is checked first: no diverged weights are saved."""
+        self.watch.drain()
         weights, optimizer = fsdp.gather(self.model.state_dict()), fsdp.gather(self.optimizer.state_dict())
         best = None if best_state is None else fsdp.gather(best_state)
         if self.main:
@@ -239,6 +240,7 @@ class Trainer:
                     if self.run_dir is not None and every and p.step % every == 0 and i + 1 < len(self.sampler):
                         p.balance = self.balancer.state()
                         self._save(p, best_state)
+                self.watch.drain()
                 train_loss = {n: float(p.sums[n]) / p.counts[n] if p.counts.get(n) else math.nan
                               for n in self.train_data}
                 weights = self.balancer.weights()  # the weights this epoch trained with

@@ -23,7 +23,7 @@ from torch import nn
 from highmodal.config import from_mapping
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.standardize import normalise
+from highmodal.modalities.standardize import Normaliser
 from highmodal.registry import Registry
 
 
@@ -58,6 +58,7 @@ class Tokenizer(nn.Module):
     def __init__(self, spec: ModalitySpec, d_model: int, options: Any) -> None:
         super().__init__()
         self.spec, self.d_model, self.options = spec, d_model, options
+        self.normaliser = Normaliser(spec)
 
     def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None, targets: bool = False) -> Tokens:
         raise NotImplementedError
@@ -71,7 +72,7 @@ class Tokenizer(nn.Module):
         return self.combine(t.content, t.pos), t.mask
 
     def normalised(self, x: torch.Tensor) -> torch.Tensor:
-        return normalise(self.spec, x)
+        return self.normaliser(x)
 
     def check_shape(self, x: torch.Tensor) -> None:
         s = self.spec

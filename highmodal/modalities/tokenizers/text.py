@@ -46,7 +46,9 @@ class TextEmbedding(Tokenizer):
             x = self.normalised(x)
             return Tokens(self.embed(x), self.pos[: x.shape[1]], token_mask, x if targets else None)
         ids = x[..., 0].long()
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
+        # Checked on the CPU only: on a GPU the check would stall every step, and loaded data was
+        # checked already (ModalitySpec.validate).
+        if ids.device.type == "cpu" and ids.numel() and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
             raise self.fail(f"expects subword ids in [0, {self.spec.vocab_size}), got ids from "
                             f"{int(ids.min())} to {int(ids.max())}")
         token_mask = ids != 0 if token_mask is None else token_mask & (ids != 0)
