@@ -123,6 +123,7 @@ class ModelConfig:
 
 
 PARALLEL = ("ddp", "fsdp")
+AMP = ("bf16",)
 
 
 @dataclasses.dataclass
@@ -158,6 +159,10 @@ class TrainConfig:
     # Under torchrun: ddp keeps a full model in every process and sums gradients; fsdp shards weights,
     # gradients and optimizer state over processes (FSDP2), for models too large to hold N times.
     parallel: str = "ddp"
+    # Speed (docs/performance.md): bf16 autocast of each step's forward and loss (weights, optimizer
+    # state and validation stay fp32), and torch.compile of the model's step (``compile_step``).
+    amp: str | None = None  # None or bf16
+    compile: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -179,6 +184,11 @@ class TrainConfig:
         if self.parallel not in PARALLEL:
             raise HighmodalError(f"train.parallel: {self.parallel!r} is not one of {', '.join(PARALLEL)}"
                                  f"{did_you_mean(self.parallel, PARALLEL)}")
+        if self.amp is not None and self.amp not in AMP:
+            raise HighmodalError(f"train.amp: {self.amp!r} is not one of {', '.join(AMP)} (or null for fp32)"
+                                 f"{did_you_mean(str(self.amp), AMP)}")
+        if self.compile and self.parallel == "fsdp":
+            raise HighmodalError("train.compile: not supported with train.parallel: fsdp; use ddp or drop compile")
 
 
 @dataclasses.dataclass

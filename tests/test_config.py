@@ -113,3 +113,13 @@ def test_read_yaml_non_mapping_rejected(tmp_path, text, kind):
 def test_read_yaml_missing_file(tmp_path):
     with pytest.raises(HighmodalError, match="config file not found"):
         read_yaml(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    ({"amp": "fp16"}, "train.amp: 'fp16' is not one of bf16"),
+    ({"amp": "bf61"}, "did you mean 'bf16'"),
+    ({"compile": True, "parallel": "fsdp"}, "train.compile: not supported with train.parallel: fsdp"),
+])
+def test_speed_options_are_checked(train, message):
+    with pytest.raises(HighmodalError, match=message):
+        TrainConfig(**train)

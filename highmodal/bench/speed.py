@@ -240,7 +240,7 @@ def make_runner(impl: str, workload: Workload, device: torch.device, amp: str | 
     model = build_model(impl, workload, seed).to(device)
     ours = impl == "highmodal"
     if ours and compile:
-        model.compile()  # in place, so step_outputs' calls to self(...) are compiled too
+        model.compile_step()
     optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay)
     return Runner(model, optimizer, workload, device, AMP[amp] if ours and amp else None)
 

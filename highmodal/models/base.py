@@ -42,6 +42,12 @@ class MultitaskModel(nn.Module):
         """Raw head outputs for every piece of a training step (models that fuse pieces override)."""
         return [self(p.batch, p.task) for p in pieces]
 
+    def compile_step(self, **options) -> None:
+        """``torch.compile`` (with ``options``) the work of ``step_outputs``, in place: the weights
+        and state-dict keys stay as they are. Here the forward; a model whose ``step_outputs`` does
+        not go through it compiles the parts it does call."""
+        self.compile(**options)
+
     def postprocess(self, out: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
         """Head output → class indices + probabilities, or regression values in the target's units."""
         t = self.task(task)

@@ -179,6 +179,15 @@ class HighMMT(MultitaskModel):
     def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
         return [self.heads[p.task](f) for p, f in zip(pieces, self.step_features(pieces), strict=True)]
 
+    def compile_step(self, **options) -> None:
+        """The encoders' and crossmodal transformers' batched calls, where ``step_features`` spends
+        its time; the Python that groups pieces stays eager, so a new mix of tasks in a step costs a
+        guard check rather than a new graph of the whole step."""
+        for encoder in (self.encoder, *self.group_encoders):
+            encoder.encode_inputs = torch.compile(encoder.encode_inputs, **options)
+        for crossmodal in (self.crossmodal, *self.group_crossmodals):
+            crossmodal.pair_outputs = torch.compile(crossmodal.pair_outputs, **options)
+
     def arch_config(self) -> dict:
         return asdict(self.cfg)
 

@@ -204,6 +204,12 @@ class OmniVec2(MultitaskModel):
                 outs.append(self.head((self.g(x, mask), mask), p.task, p.modality))
         return outs
 
+    def compile_step(self, **options) -> None:
+        """The shared parts, where OmniVec2's FLOPs are: f, its FC layers, the fusion blocks and g.
+        The tokenizers and heads (small, one per modality or task) stay eager."""
+        for module in (self.f, self.reduce, self.fuse_in, self.g, self.fuse_out):
+            module.compile(**options)
+
     def arch_config(self) -> dict:
         return asdict(self.cfg)
 

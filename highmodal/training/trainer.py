@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,8 @@ class Trainer:
         self.sharded = cfg.parallel == "fsdp" and distributed.world() > 1
         if self.sharded:  # before the optimizer, which must hold the shards
             fsdp.shard(model)
+        if cfg.compile:
+            model.compile_step()
         groups = [{"params": list(model.parameters())}]
         if extra:
             groups.append({"params": extra, "weight_decay": 0.0})
@@ -88,6 +91,11 @@ class Trainer:
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
         self.watch = FiniteWatch(self.device)
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast of a step's forward and loss when ``train.amp`` asks for it (backward runs
+        outside, as torch recommends)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.amp == "bf16" else nullcontext()
 
     def _drop_modalities(self, batch: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Modality dropout: hide each modality with probability p, always keeping at least one, so
@@ -137,10 +145,11 @@ class Trainer:
                 micro = [Piece(pieces[i].task, pieces[i].modality, slices[i][k] if share else lead[i][k])
                          for i, share in zip(keep, shares, strict=True)]
                 parts = []
-                for i, p, share, out in zip(keep, micro, shares, self.model.step_outputs(micro), strict=True):
-                    loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
-                    parts.append((i, loss, share))
-                total = sum(self.balancer.combine(pieces[i].task, loss) * share for i, loss, share in parts)
+                with self.autocast():
+                    for i, p, share, out in zip(keep, micro, shares, self.model.step_outputs(micro), strict=True):
+                        loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
+                        parts.append((i, loss, share))
+                    total = sum(self.balancer.combine(pieces[i].task, loss) * share for i, loss, share in parts)
                 for i, loss, _ in parts:
                     nonfinite[k, i] = ~torch.isfinite(loss.detach())
                 nonfinite[k, -1] = ~torch.isfinite(total.detach())
