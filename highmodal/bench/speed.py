@@ -133,7 +133,8 @@ WORKLOADS.register("highmmt-4task")(Workload(
 # graph, at the base preset (f BERT-base sized). The pair is the paper's pretraining pair ImageNet1K
 # image + English text: 224-pixel images cut into ViT-B/16's 196 patches with ImageNet's 1000
 # classes, and 128 BERT subword ids (BERT's 30,522-entry vocabulary) of a two-class sentence task.
-# The paper gives no optimiser settings; ViT's AdamW-style lr and decay are taken. No original code.
+# The paper gives no optimiser settings; ViT's lr and weight decay are taken (they do not change a
+# step's cost). There is no original code to compare with.
 WORKLOADS.register("omnivec2-pair")(Workload(
     model="omnivec2",
     preset="base",
