@@ -475,6 +475,7 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
                "preset": workload.preset}
     common = {"model": settings.model, "workload": settings.workload or default_workload(settings.model)}
     lines = []
+    matmul: dict[str, float] = {}  # the reference matmul rate per dtype, measured once
     for impl, r in runners.items():
         rates = {k: statistics.median(runs[impl]) for k, runs in (("train", train), ("infer", infer))}
         lines.append({
@@ -484,7 +485,8 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
             "train_samples_per_s": rates["train"], "infer_samples_per_s": rates["infer"],
             **({f"{k}_tokens_per_s": tokens * rate / samples for k, rate in rates.items()} if tokens else {}),
             "peak_mem_bytes": peak[impl], "peak_mem_method": method, "params": params[impl],
-            **_utilisation(settings, device, r.amp, counted[impl], {k: v / samples for k, v in rates.items()}),
+            **_utilisation(settings, device, r.amp, counted[impl], {k: v / samples for k, v in rates.items()},
+                           matmul),
             "steps": steps, "warmup": settings.warm_steps, "train_runs": train[impl], "infer_runs": infer[impl],
         })
     if workload.original_params is None:
@@ -513,18 +515,21 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
 
 
 def _utilisation(settings: Settings, device: torch.device, amp: torch.dtype | None, counted: dict[str, int],
-                 steps_per_s: dict[str, float]) -> dict:
+                 steps_per_s: dict[str, float], matmul: dict[str, float]) -> dict:
     """Model FLOPs per step, achieved TFLOP/s, and their fraction of the device's peak (MFU) and of
-    the rate a large matmul attains here, all in the dtype the model computes in."""
+    the rate a large matmul attains here, all in the dtype the model computes in. ``matmul`` caches
+    that rate per dtype, so models computing in the same dtype share one measurement."""
     dtype = flops.matmul_dtype(device, amp)
     peak, source = ((settings.peak_tflops, "--peak-tflops") if settings.peak_tflops
                     else flops.datasheet_peak(device, dtype))
-    matmul = flops.matmul_tflops(device, dtype)
-    out: dict = {"flops_dtype": dtype, "peak_tflops": peak, "peak_tflops_source": source, "matmul_tflops": matmul}
+    if dtype not in matmul:
+        matmul[dtype] = flops.matmul_tflops(device, dtype)
+    rate = matmul[dtype]
+    out: dict = {"flops_dtype": dtype, "peak_tflops": peak, "peak_tflops_source": source, "matmul_tflops": rate}
     for k, n in counted.items():
         achieved = n * steps_per_s[k] / 1e12
         out |= {f"{k}_flops_per_step": n, f"{k}_tflops_per_s": achieved,
-                f"{k}_mfu": achieved / peak if peak else None, f"{k}_matmul_fraction": achieved / matmul}
+                f"{k}_mfu": achieved / peak if peak else None, f"{k}_matmul_fraction": achieved / rate}
     return out
 
 

@@ -33,7 +33,6 @@ class _Pending:
 
 class FiniteWatch:
     def __init__(self, device: torch.device) -> None:
-        self.device = device
         self.lag = GPU_LAG if device.type == "cuda" else 0
         self.pending: deque[_Pending] = deque()
 

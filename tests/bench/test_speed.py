@@ -111,6 +111,7 @@ def test_tiny_run_prints_one_line_per_model_then_the_ratios():
     assert ratio["meets_targets"] is None  # one thread is not the targets' setting: no verdict
     # the reference computes every pair and latent the original does; ours skips unread work
     assert ours["train_flops_per_step"] < ref["train_flops_per_step"]
+    assert ours["matmul_tflops"] == ref["matmul_tflops"]  # both fp32: one reference measurement
 
 
 @needs_reference
