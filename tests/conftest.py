@@ -2,9 +2,14 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import highmodal
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
@@ -92,3 +97,39 @@ def assert_damage_is_named(data_root: Path, tmp_path: Path, dataset: str, damage
     with pytest.raises(HighmodalError, match=rf"{name}: required file .* is missing"):
         build_suite(entries, LoadContext(data_root=bad))
     return bad
+
+
+PACKAGE = str(Path(highmodal.__file__).parent)
+
+
+class StallCounter(TorchDispatchMode):
+    """Counts the operations our code runs that make the host wait for a GPU: reading a value back,
+    selecting by a boolean mask (the result's size is read back) and turning host data into a tensor
+    (a copy to the device). Only calls made from highmodal's own code count: torch's optimisers read
+    their step counters, which live on the host by design."""
+
+    STALLS = frozenset({"aten._local_scalar_dense.default", "aten.lift_fresh.default", "aten.nonzero.default",
+                        "aten.masked_select.default"})
+    BOOL_INDEXED = frozenset({"aten.index.Tensor", "aten.index_put.default", "aten.index_put_.default"})  # x[mask]
+    WRAPPERS = ("torch/_dynamo/", "torch/_compile.py", "torch/utils/_python_dispatch.py")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        if name in self.STALLS or (name in self.BOOL_INDEXED and any(
+                i is not None and i.dtype == torch.bool for i in args[1])):
+            frame = sys._getframe(1)
+            while any(w in frame.f_code.co_filename for w in self.WRAPPERS):
+                frame = frame.f_back
+            if frame.f_code.co_filename.startswith(PACKAGE):
+                self.counts[f"{name} at {frame.f_code.co_filename[len(PACKAGE):]}:{frame.f_lineno}"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def stall_counter() -> type[StallCounter]:
+    """``with stall_counter() as c:`` … ``c.counts``: stalling operations by op and source line."""
+    return StallCounter

@@ -46,12 +46,14 @@ from highmodal.nn.transformer import Transformer
 from highmodal.registry import Registry
 from highmodal.training.masking import (
     RECONSTRUCTION,
+    first_true,
     gather_tokens,
+    most_masked,
     per_token_normalised,
     permutation_mask,
     random_masked,
+    random_real_tokens,
     real_tokens,
-    visible_index,
 )
 
 
@@ -94,9 +96,10 @@ class Encoded:
     mask: torch.Tensor | None
     tokens: Tokens
     predicted: torch.Tensor  # (B, N) tokens whose reconstruction is scored
+    scored: tuple[torch.Tensor, torch.Tensor]  # (B, M) their positions, and which of the M slots hold one
     keep: torch.Tensor | None = None  # drop: (B, N) kept tokens; idx (B, K) their positions in h
     idx: torch.Tensor | None = None
-    queries: tuple[torch.Tensor, torch.Tensor] | None = None  # permuted: (positions, real) of the query slots
+    from_queries: bool = False  # permuted: h's last M slots are the scored tokens' query slots
 
 
 STRATEGIES: Registry[Callable[..., Encoded]] = Registry("masking strategy")
@@ -177,20 +180,25 @@ class MaskedModeling(nn.Module):
     def _f(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.model.reduce(self.model.f(x, mask))
 
+    def _masked(self, real: torch.Tensor, modality: str) -> tuple[torch.Tensor, int]:
+        """The tokens to predict ``(B, N)`` and, known on the host, the most any sample has."""
+        ratio = self.options[modality].ratio
+        return random_masked(real, ratio), most_masked(real.shape[1], ratio)
+
     def _replaced(self, t: Tokens, where: torch.Tensor, modality: str) -> torch.Tensor:
         return torch.where(where.unsqueeze(-1), self.mask_content[modality].to(t.content.dtype), t.content)
 
     # --- decoding ----------------------------------------------------------------------------------
     def reconstruct(self, e: Encoded, modality: str, h: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions and targets of the scored tokens, ``(n, P)`` each (``h``: the encoder output
-        after fusion in stage 2, default ``e.h``)."""
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predictions ``(B, M, P)`` and targets ``(B, M, P)`` (ids: ``(B, M)``) of the scored
+        tokens, and which of the M slots hold one ``(B, M)`` (``h``: the encoder output after
+        fusion in stage 2, default ``e.h``)."""
         h = e.h if h is None else h
         t = e.tokens
-        if e.queries is not None:
-            idx, real = e.queries
-            pred = self.out[modality](self.dec_in(h[:, -idx.shape[1]:]))[real]
-            return pred, t.targets.gather(1, idx)[real]
+        idx, valid = e.scored
+        if e.from_queries:
+            return self.out[modality](self.dec_in(h[:, -idx.shape[1]:])), gather_tokens(t.targets, idx), valid
         b, n, _ = t.content.shape
         pos = None if t.pos is None else self.dec_pos(t.pos.expand(b, n, -1))
         if e.keep is None:
@@ -200,15 +208,19 @@ class MaskedModeling(nn.Module):
             placed = torch.zeros_like(full).scatter(1, e.idx.unsqueeze(-1).expand(-1, -1, full.shape[-1]),
                                                     self.dec_in(h))
             x = torch.where(e.keep.unsqueeze(-1), placed, full) + pos
-        pred = self.out[modality](self.decoder(x, t.mask))[e.predicted]
-        target = t.targets[e.predicted]
+        pred = self.out[modality](gather_tokens(self.decoder(x, t.mask), idx))
+        target = gather_tokens(t.targets, idx)
         if self.options[modality].norm_targets:
             target = per_token_normalised(target)
-        return pred, target
+        return pred, target, valid
 
     def loss(self, e: Encoded, modality: str, h: torch.Tensor | None = None) -> torch.Tensor:
-        pred, target = self.reconstruct(e, modality, h)
-        return RECONSTRUCTION.get(self.model.tokenizers[modality].target_loss)(pred, target).mean()
+        """Mean reconstruction loss over the scored tokens of the batch (filler slots weigh 0)."""
+        pred, target, valid = self.reconstruct(e, modality, h)
+        per_token = RECONSTRUCTION.get(self.model.tokenizers[modality].target_loss)(pred.flatten(0, 1),
+                                                                                    target.flatten(0, 1))
+        valid = valid.flatten()
+        return torch.where(valid, per_token, 0).sum() / valid.sum().clamp(min=1)
 
     # --- the two stages ------------------------------------------------------------------------------
     def stage1_loss(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
@@ -225,37 +237,37 @@ class MaskedModeling(nn.Module):
 
 @STRATEGIES.register("drop")
 def _drop(mm: MaskedModeling, tok: Tokenizer, t: Tokens, real: torch.Tensor, modality: str) -> Encoded:
-    predicted = random_masked(real, mm.options[modality].ratio)
+    predicted, most = mm._masked(real, modality)
     keep = real & ~predicted
-    idx, visible = visible_index(keep)
+    idx, visible = first_true(keep, real.shape[1] - most)
     pos = t.pos.expand_as(t.content)
     x = tok.combine(gather_tokens(t.content, idx), gather_tokens(pos, idx))
-    return Encoded(mm._f(x, visible), visible, t, predicted, keep, idx)
+    return Encoded(mm._f(x, visible), visible, t, predicted, first_true(predicted, most), keep, idx)
 
 
 @STRATEGIES.register("replace")
 def _replace(mm: MaskedModeling, tok: Tokenizer, t: Tokens, real: torch.Tensor, modality: str) -> Encoded:
-    predicted = random_masked(real, mm.options[modality].ratio)
-    return Encoded(mm._f(tok.combine(mm._replaced(t, predicted, modality), t.pos), t.mask), t.mask, t, predicted)
+    predicted, most = mm._masked(real, modality)
+    h = mm._f(tok.combine(mm._replaced(t, predicted, modality), t.pos), t.mask)
+    return Encoded(h, t.mask, t, predicted, first_true(predicted, most))
 
 
 @STRATEGIES.register("bert")
 def _bert(mm: MaskedModeling, tok: Tokenizer, t: Tokens, real: torch.Tensor, modality: str) -> Encoded:
-    predicted = random_masked(real, mm.options[modality].ratio)
+    predicted, most = mm._masked(real, modality)
     u = torch.rand(real.shape, device=real.device)
-    pool = t.content[real]  # random replacements: real tokens of the batch
-    random_content = pool[torch.randint(len(pool), real.shape, device=real.device)]
+    random_content = random_real_tokens(t.content, real)
     content = torch.where((predicted & (u >= 0.8) & (u < 0.9)).unsqueeze(-1), random_content, t.content)
     content = mm._replaced(dataclasses.replace(t, content=content), predicted & (u < 0.8), modality)
-    return Encoded(mm._f(tok.combine(content, t.pos), t.mask), t.mask, t, predicted)
+    return Encoded(mm._f(tok.combine(content, t.pos), t.mask), t.mask, t, predicted, first_true(predicted, most))
 
 
 @STRATEGIES.register("permuted")
 def _permuted(mm: MaskedModeling, tok: Tokenizer, t: Tokens, real: torch.Tensor, modality: str) -> Encoded:
-    predicted = random_masked(real, mm.options[modality].ratio)
-    query_idx, query_real, attn = permutation_mask(real, predicted)
+    predicted, most = mm._masked(real, modality)
+    query_idx, query_real, attn = permutation_mask(real, predicted, most)
     b, n, d = t.content.shape
     pos = torch.zeros_like(t.content) if t.pos is None else t.pos.expand(b, n, d)
     queries = tok.combine(mm.mask_content[modality].expand(b, query_idx.shape[1], d), gather_tokens(pos, query_idx))
     x = torch.cat([tok.combine(t.content, t.pos), queries], 1)
-    return Encoded(mm._f(x, attn), None, t, predicted, queries=(query_idx, query_real))
+    return Encoded(mm._f(x, attn), None, t, predicted, (query_idx, query_real), from_queries=True)

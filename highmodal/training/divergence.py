@@ -32,8 +32,12 @@ class _Pending:
 
 
 class FiniteWatch:
-    def __init__(self, device: torch.device) -> None:
+    """``piece`` names what the losses are of in the messages (tasks in training, modalities in
+    pretraining); ``advice`` ends them."""
+
+    def __init__(self, device: torch.device, piece: str = "task", advice: str = "") -> None:
         self.lag = GPU_LAG if device.type == "cuda" else 0
+        self.piece, self.advice = piece, advice
         self.pending: deque[_Pending] = deque()
 
     def add(self, where: str, tasks: list[str], losses: torch.Tensor, norm: torch.Tensor) -> None:
@@ -72,5 +76,7 @@ class FiniteWatch:
             if any(row):
                 names = [t for t, flag in zip(step.tasks, row, strict=False) if flag]
                 at = step.where if len(rows) == 1 else f"{step.where} (micro-batch {k + 1}/{len(rows)})"
-                raise TrainingDiverged(f"non-finite loss in task {', '.join(names) or 'balancing'} at {at}")
-        raise TrainingDiverged(f"non-finite gradients from tasks {', '.join(step.tasks)} at {step.where}")
+                what = f"{self.piece} {', '.join(names)}" if names else "the summed loss"
+                raise TrainingDiverged(f"non-finite loss in {what} at {at}{self.advice}")
+        raise TrainingDiverged(f"non-finite gradients from {self.piece}s {', '.join(step.tasks)} at {step.where}"
+                               f"{self.advice}")

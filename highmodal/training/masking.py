@@ -3,6 +3,11 @@
 Masks are drawn per sample over its *real* tokens (padding is never masked or scored), with at
 least one token kept and, when a sample has two or more, at least one masked, so every sample both
 conditions on something and is scored on something whatever the ratio.
+
+Every size a step needs (how many tokens the encoder keeps, how many are scored) is known on the
+host from the padded length alone: the per-sample counts never exceed the counts of a full-length
+sample, so a batch is cut to those bounds and short samples fill the spare slots with flagged
+filler. Nothing here reads a device value, so a GPU step never waits for the host.
 """
 
 from __future__ import annotations
@@ -17,42 +22,61 @@ def real_tokens(mask: torch.Tensor | None, batch: int, n: int, device: torch.dev
     return torch.ones(batch, n, dtype=torch.bool, device=device) if mask is None else mask
 
 
+def most_masked(n: int, ratio: float) -> int:
+    """How many of ``n`` real tokens are masked: ``round(ratio · n)``, at least one, at most all but
+    one. It grows by at most one per token, so neither it nor ``n`` minus it is ever larger for a
+    shorter sample: at the padded length it bounds every sample of the batch."""
+    return max(min(max(round(n * ratio), 1), n - 1), 0)
+
+
 def random_masked(real: torch.Tensor, ratio: float) -> torch.Tensor:
-    """``(B, N)`` real-token mask → ``(B, N)`` True at the ``round(ratio · n)`` tokens chosen per sample."""
+    """``(B, N)`` real-token mask → ``(B, N)`` True at the ``most_masked(n, ratio)`` tokens chosen per
+    sample (the same float64 arithmetic and half-to-even rounding as the host formula)."""
     n = real.sum(1)
-    count = (n.float() * ratio).round().long().clamp(min=1).minimum(n - 1).clamp(min=0)
+    count = (n.double() * ratio).round().long().clamp(min=1).minimum(n - 1).clamp(min=0)
     noise = torch.rand(real.shape, device=real.device).masked_fill(~real, 2.0)  # padding ranks last
     rank = noise.argsort(1).argsort(1)
     return real & (rank < count[:, None])
 
 
-def visible_index(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices ``(B, K)`` of the kept tokens in token order, K the most any sample keeps, and which of
-    those slots hold a kept token (shorter samples are padded with masked tokens' indices)."""
-    k = int(keep.sum(1).max())
-    idx = (~keep).to(torch.int8).argsort(dim=1, stable=True)[:, :k]
-    return idx, keep.gather(1, idx)
+def first_true(flags: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions ``(B, k)`` of each row's first ``k`` True flags in token order, and which of those
+    slots hold one (``k`` at least every row's count; rows with fewer fill up with False positions)."""
+    idx = (~flags).to(torch.int8).argsort(dim=1, stable=True)[:, :k]
+    return idx, flags.gather(1, idx)
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``idx`` ``(B, K)`` of ``x`` ``(B, N, D)``."""
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    """Tokens ``idx`` ``(B, K)`` of ``x``: ``(B, N, D)`` → ``(B, K, D)``, or ids ``(B, N)`` → ``(B, K)``."""
+    return x.gather(1, idx if x.dim() == 2 else idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def permutation_mask(real: torch.Tensor, predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_real_tokens(x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``x``'s shape filled with tokens drawn uniformly from ``x``'s real ones (the batch's, any
+    sample): the k-th real token is found by a search in the running count, not by a boolean
+    selection whose size the host would have to read."""
+    count = real.flatten().long().cumsum(0)
+    k = (torch.rand(real.shape, device=real.device) * count[-1]).long().minimum(count[-1] - 1).clamp(min=0)
+    src = torch.searchsorted(count, k, right=True).clamp(max=count.numel() - 1)
+    return x.flatten(0, 1).index_select(0, src.flatten()).view_as(x)
+
+
+def permutation_mask(real: torch.Tensor, predicted: torch.Tensor, most: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MPNet-style permuted language modelling (Song et al. 2020, cited by OmniVec2 for text) as one
     attention mask over ``[N content tokens, M query tokens]``.
 
     The predicted tokens get a random order; a query (mask embedding + the position of predicted token
     r) sees every non-predicted token and the *content* of predicted tokens earlier than r, never its
     own; predicted content tokens see the non-predicted ones and predicted ones up to their own rank;
-    non-predicted tokens see only each other. Returns the query positions ``(B, M)``, which query slots
-    are real ``(B, M)`` and the mask ``(B, N + M, N + M)``.
+    non-predicted tokens see only each other. ``most`` bounds how many tokens a sample predicts.
+    Returns the query positions ``(B, M)``, which query slots are real ``(B, M)`` and the mask
+    ``(B, N + M, N + M)``.
     """
     b, n = real.shape
     noise = torch.rand(real.shape, device=real.device).masked_fill(~predicted, 2.0)
     order = noise.argsort(1)
-    m = max(int(predicted.sum(1).max()), 1)
+    m = max(most, 1)
     query_idx, query_real = order[:, :m], predicted.gather(1, order[:, :m])
     rank = order.argsort(1)  # predicted tokens rank 0..|S|-1
     big = n + m + 1

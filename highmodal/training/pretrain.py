@@ -37,6 +37,7 @@ from highmodal.models.masked import DecoderOptions, MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
 from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import RunDir, save_model
+from highmodal.training.divergence import FiniteWatch
 from highmodal.training.trainer import warmup_cosine
 
 PAIRS = ("paired", "any")
@@ -180,28 +181,28 @@ Stream = tuple[TaskTensors, str]  # rows of one task, one of its modalities
 Unit = tuple[Stream, ...]  # what one step trains on: one stream (stage 1) or two (stage 2)
 
 
-def modality_streams(suite: TaskSuite, tasks: list[str] | None) -> dict[str, TaskTensors]:
+def modality_streams(suite: TaskSuite, tasks: list[str] | None, device: str = "cpu") -> dict[str, TaskTensors]:
     """Each modality with the training split of the task holding the most rows of it."""
     best: dict[str, TaskTensors] = {}
     for td in suite:
         if tasks is not None and td.task.name not in tasks:
             continue
-        tensors = TaskTensors(td.task, td.splits["train"])
+        tensors = TaskTensors(td.task, td.splits["train"], device)
         for m in td.task.modalities:
             if m not in best or len(tensors) > len(best[m]):
                 best[m] = tensors
     return best
 
 
-def stage1_units(suite: TaskSuite, stage: StageConfig) -> list[Unit]:
+def stage1_units(suite: TaskSuite, stage: StageConfig, device: str = "cpu") -> list[Unit]:
     _check_tasks(stage, suite, "stage1.tasks")
-    return [((t, m),) for m, t in modality_streams(suite, stage.tasks).items()]
+    return [((t, m),) for m, t in modality_streams(suite, stage.tasks, device).items()]
 
 
-def stage2_units(suite: TaskSuite, stage: StageConfig) -> list[Unit]:
+def stage2_units(suite: TaskSuite, stage: StageConfig, device: str = "cpu") -> list[Unit]:
     """``pairs: paired``: every modality pair of each paired task, on the same rows (only rows of
     ``keep_target``). ``pairs: any`` adds every other pair of modalities, each with its own rows (§4:
-    "we randomly select two modalities, and sample data from them")."""
+    "we randomly select two modalities, and sample data from them"). The rows are held on ``device``."""
     _check_tasks(stage, suite, "stage2")
     units: list[Unit] = []
     paired: set[frozenset[str]] = set()
@@ -214,36 +215,40 @@ def stage2_units(suite: TaskSuite, stage: StageConfig) -> list[Unit]:
         data = td.splits["train"]
         if td.task.name in stage.keep_target:
             data = data.subset(np.flatnonzero(data.y == stage.keep_target[td.task.name]))
-        tensors = TaskTensors(td.task, data)
+        tensors = TaskTensors(td.task, data, device)
         for a, b in itertools.combinations(td.task.modalities, 2):
             units.append(((tensors, a), (tensors, b)))
             paired.add(frozenset((a, b)))
     if stage.pairs == "any":
-        streams = modality_streams(suite, None)
+        streams = modality_streams(suite, None, device)
         units += [((streams[a], a), (streams[b], b)) for a, b in itertools.combinations(streams, 2)
                   if frozenset((a, b)) not in paired]
     return units
 
 
-def draw_batches(unit: Unit, size: int, rng: np.random.Generator) -> list[dict[str, torch.Tensor]]:
-    """One batch per stream; streams of the same rows share the draw, others get as many rows each."""
+def draw_batches(unit: Unit, size: int, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """One batch per stream; streams of the same rows share the draw, others get as many rows each.
+    Rows are drawn by ``gen`` on the data's device, so no index is copied in per step."""
     n = min(size, *(len(t) for t, _ in unit))
     drawn: dict[int, dict[str, torch.Tensor]] = {}
     for tensors, _ in unit:
         if id(tensors) not in drawn:
-            drawn[id(tensors)] = tensors.batch(torch.as_tensor(np.sort(rng.choice(len(tensors), n, replace=False))))
+            drawn[id(tensors)] = tensors.batch(torch.randperm(len(tensors), generator=gen, device=gen.device)[:n])
     return [drawn[id(t)] for t, _ in unit]
 
 
 def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number: int, seed: int, log_every: int,
               metrics: Path, log, progress: bool) -> dict:
     """Train ``mm`` for ``stage.steps`` steps, appending a record to ``metrics`` every ``log_every``;
-    returns the stage summary."""
+    returns the stage summary. Losses are summed on the device and non-finite losses or gradients
+    are read by ``FiniteWatch``, so between log records no step waits for the device."""
     if not units:
         raise HighmodalError(f"pretrain.stage{number}: no data to pretrain on (no "
                              f"{'modality' if number == 1 else 'paired task'} selected)")
     rng = np.random.default_rng([seed, number])
     device = next(mm.parameters()).device
+    gen = torch.Generator(device).manual_seed(int(rng.integers(2**63)))
+    watch = FiniteWatch(device, piece="modality", advice="; lower the learning rate")
     opt = torch.optim.AdamW(mm.parameters(), lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(stage.steps, stage.warmup_frac, 0.0))
     sums: dict[str, torch.Tensor] = {}
@@ -256,26 +261,27 @@ def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number:
         if not order:
             order = list(rng.permutation(len(units)))
         unit = units[order.pop()]
-        batches = [{k: v.to(device) for k, v in b.items()} for b in draw_batches(unit, stage.batch_size, rng)]
+        batches = draw_batches(unit, stage.batch_size, gen)
         mods = [m for _, m in unit]
         if number == 1:
             losses = {mods[0]: mm.stage1_loss(batches[0], mods[0])}
         else:
             losses = mm.stage2_loss(batches[0], mods[0], batches[1], mods[1])
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            what = ", ".join(f"{m} of task {t.task.name}" for t, m in unit)
-            raise HighmodalError(f"pretrain stage {number}: non-finite loss at step {step + 1} ({what}); "
-                                 "lower the learning rate")
+        nonfinite = ~torch.isfinite(torch.stack([*losses.values(), total]).detach())
         opt.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(mm.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(mm.parameters(), 1.0)
+        tasks = ", ".join(sorted({t.task.name for t, _ in unit}))
+        watch.add(f"pretrain stage {number}, step {step + 1} (task {tasks})", list(losses), nonfinite[None], norm)
+        watch.poll()
         opt.step()
         sched.step()
         for m, v in losses.items():
             sums[m] = sums.get(m, 0) + v.detach()
             counts[m] = counts.get(m, 0) + 1
         if (step + 1) % log_every == 0 or step + 1 == stage.steps:
+            watch.drain()
             record = {"stage": number, "step": step + 1, "seconds": time.perf_counter() - t0,
                       "loss": {m: float(sums[m]) / counts[m] for m in sorted(sums)}}
             history.append(record)
@@ -302,8 +308,8 @@ def pretrain(cfg: PretrainConfig, config_path: Path, out: Path, data_root: Path 
     exp, _, suite = pretraining_suite(cfg, config_path.parent, data_root, quick)
     if cfg.max_train is not None:
         suite = cap_suite(suite, cfg.max_train, cfg.max_train, cfg.seed)
-    units1 = stage1_units(suite, cfg.stage1) if cfg.stage1.steps else []
-    units2 = stage2_units(suite, cfg.stage2) if cfg.stage2.steps else []
+    units1 = stage1_units(suite, cfg.stage1, cfg.device) if cfg.stage1.steps else []
+    units2 = stage2_units(suite, cfg.stage2, cfg.device) if cfg.stage2.steps else []
     run = RunDir(out, overwrite)
     try:
         torch.manual_seed(cfg.seed)

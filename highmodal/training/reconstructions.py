@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from highmodal.data.task import TaskSuite
 from highmodal.models.masked import MaskedModeling
 from highmodal.training.batching import TaskTensors
+from highmodal.training.masking import gather_tokens
 
 IMAGE_KINDS = ("image", "xray", "infrared", "depth")
 
@@ -45,14 +46,15 @@ def views(mm: MaskedModeling, batch: dict[str, torch.Tensor], mods: tuple[str, .
         fused = mm.model.fuse(*((encoded[m].h, encoded[m].mask) for m in mods))
         h = fused[mods.index(modality)][0]
     e = encoded[modality]
-    pred, _ = mm.reconstruct(e, modality, h)
+    pred, _, valid = mm.reconstruct(e, modality, h)
     target = e.tokens.targets
+    idx = e.scored[0]
+    true = gather_tokens(target, idx)
     if mm.options[modality].norm_targets:
-        true = target[e.predicted]
         pred = pred * true.std(-1, unbiased=False, keepdim=True) + true.mean(-1, keepdim=True)
-    recon, seen = target.clone(), target.clone()
-    recon[e.predicted] = pred
-    seen[e.predicted] = math.nan
+    slots = idx.unsqueeze(-1).expand_as(true)
+    recon = target.scatter(1, slots, torch.where(valid.unsqueeze(-1), pred, true))
+    seen = target.masked_fill(e.predicted.unsqueeze(-1), math.nan)
     tok = mm.model.tokenizers[modality]
     height, width = mm.model.modalities[modality].ref_lengths()
     size = (tok.grid[0] * tok.patch, tok.grid[1] * tok.patch)

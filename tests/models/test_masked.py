@@ -11,6 +11,7 @@ from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.masked import MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
+from highmodal.training.masking import RECONSTRUCTION
 
 SPECS = [ModalitySpec("img", "image", (4, 4, 4)), ModalitySpec("seq", "time_series", (None, 3), max_len=16),
          ModalitySpec("words", "text", (None, 1), max_len=10, vocab_size=30),
@@ -87,13 +88,13 @@ def test_permuted_lm_queries_see_only_earlier_predicted_tokens():
     b = batch()
     torch.manual_seed(0)
     e = mm.encode(b, "words", 1)
-    order = e.queries[0][0][e.queries[1][0]].tolist()  # sample 0's predicted positions, by rank
+    order = e.scored[0][0][e.scored[1][0]].tolist()  # sample 0's predicted positions, by rank
     _, before = predictions(mm, b, "words")
     for r, pos in enumerate(order):
         ids = b["words"].clone()
         ids[0, pos, 0] = 29 if ids[0, pos, 0] != 29 else 28
         _, after = predictions(mm, b | {"words": ids}, "words")
-        same = (after[: len(order)] - before[: len(order)]).abs().amax(-1) < 1e-5
+        same = (after[0, : len(order)] - before[0, : len(order)]).abs().amax(-1) < 1e-5
         assert same[: r + 1].all(), f"a query of rank <= {r} saw the token of rank {r}"
         if r + 1 < len(order):
             assert not same[r + 1:].all()
@@ -139,3 +140,18 @@ def test_stage2_scores_both_streams():
     assert set(losses) == {"img", "seq"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert mm.model.fuse_in.attn.to_q.weight.grad is not None and mm.model.g.blocks[0].attn.to_q.weight.grad is not None
+
+
+@pytest.mark.parametrize("modality", ["seq", "words", "pts", "nodes", "img"])
+def test_scored_slots_are_the_predicted_tokens(modality):
+    """The host-sized slots hold every predicted token once and nothing else counts in the loss."""
+    mm = MaskedModeling(model(), [modality])
+    torch.manual_seed(0)
+    e = mm.encode(batch(), modality, 1)
+    idx, valid = e.scored
+    assert torch.equal(torch.zeros_like(e.predicted).scatter(1, idx, valid), e.predicted)
+    assert idx.shape[1] == e.predicted.sum(1).max()  # a full-length sample sets the bound
+    assert modality != "seq" or not valid.all()  # the short series (sample 1) has filler slots
+    pred, target, valid = mm.reconstruct(e, modality)
+    per_token = RECONSTRUCTION.get(mm.model.tokenizers[modality].target_loss)(pred[valid], target[valid])
+    torch.testing.assert_close(mm.loss(e, modality), per_token.mean())

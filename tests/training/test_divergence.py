@@ -2,15 +2,9 @@
 micro-batch, read from device flags without a host sync per step: a train step's operations that
 would stall a GPU (reading a device value, copying host data in) do not grow with the step count."""
 
-import sys
-from collections import Counter
-from pathlib import Path
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-import highmodal
 from highmodal.config import TrainConfig
 from highmodal.data import LoadContext, build_suite
 from highmodal.models import create_model
@@ -19,7 +13,6 @@ from highmodal.training.resume import TrainingDiverged
 from highmodal.training.trainer import Trainer
 
 FINITE = torch.tensor(1.0)
-PACKAGE = str(Path(highmodal.__file__).parent)
 
 
 def flags(*rows):
@@ -29,7 +22,7 @@ def flags(*rows):
 @pytest.mark.parametrize(("losses", "norm", "message"), [
     (flags([0, 1, 1]), FINITE, "non-finite loss in task b at step 3$"),
     (flags([1, 1, 1]), FINITE, "non-finite loss in task a, b at step 3$"),
-    (flags([0, 0, 1]), FINITE, "non-finite loss in task balancing at step 3$"),
+    (flags([0, 0, 1]), FINITE, "non-finite loss in the summed loss at step 3$"),
     (flags([0, 0, 0], [1, 0, 1]), FINITE, r"non-finite loss in task a at step 3 \(micro-batch 2/2\)$"),
     (flags([0, 0, 0]), torch.tensor(float("nan")), "non-finite gradients from tasks a, b at step 3$"),
 ])
@@ -57,30 +50,10 @@ def test_flags_are_read_lag_steps_later_and_all_before_a_save():
         watch.drain()
 
 
-class StallCounter(TorchDispatchMode):
-    """Counts the operations our code runs that make the host wait for a GPU: reading a value back,
-    and turning host data into a tensor (a copy to the device). Only calls made from highmodal's own
-    code count: torch's optimisers read their step counters, which live on the host by design."""
-
-    STALLS = frozenset({"aten._local_scalar_dense.default", "aten.lift_fresh.default", "aten.nonzero.default"})
-    WRAPPERS = ("torch/_dynamo/", "torch/_compile.py", "torch/utils/_python_dispatch.py")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in self.STALLS:
-            frame = sys._getframe(1)
-            while any(w in frame.f_code.co_filename for w in self.WRAPPERS):
-                frame = frame.f_back
-            if frame.f_code.co_filename.startswith(PACKAGE):
-                self.counts[f"{func} at {frame.f_code.co_filename[len(PACKAGE):]}:{frame.f_lineno}"] += 1
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("model", ["highmmt", "omnivec2"])
-def test_training_steps_do_not_wait_for_the_device(model):
+def test_training_steps_do_not_wait_for_the_device(model, stall_counter):
     suite = build_suite([{"name": "digits", "source": "sklearn_digits"},
                          {"name": "motions", "source": "basic_motions"}], LoadContext(seed=0))
     counts = {}
@@ -88,7 +61,7 @@ def test_training_steps_do_not_wait_for_the_device(model):
         torch.manual_seed(0)
         net = create_model(model, suite.specs, [td.task for td in suite], preset="tiny")
         trainer = Trainer(net, suite, TrainConfig(epochs=1, batch_size=batch_size, grad_accum=2), progress=False)
-        with StallCounter() as counter:
+        with stall_counter() as counter:
             trainer.fit()
         counts[batch_size] = (trainer.total_steps, counter.counts)
     (steps64, stalls64), (steps32, stalls32) = counts[64], counts[32]

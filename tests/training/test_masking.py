@@ -6,11 +6,13 @@ import torch
 
 from highmodal.training.masking import (
     RECONSTRUCTION,
+    first_true,
     gather_tokens,
+    most_masked,
     per_token_normalised,
     permutation_mask,
     random_masked,
-    visible_index,
+    random_real_tokens,
 )
 
 
@@ -29,19 +31,39 @@ def test_masks_only_real_tokens_at_the_ratio_keeping_one():
     assert draws.min() > 0.3 and draws.max() < 0.7  # every position gets masked, none favoured
 
 
-def test_visible_index_gathers_kept_tokens_in_order():
+def test_the_host_count_bounds_every_shorter_sample():
+    for ratio in (0.05, 0.15, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 0.9, 0.95):
+        counts = random_masked(padded(list(range(61)), 60), ratio).sum(1).tolist()
+        assert counts == [most_masked(n, ratio) for n in range(61)]  # host and device agree exactly
+        for n_max in range(61):  # a batch padded to n_max: no sample masks or keeps more than a full one
+            assert max(counts[: n_max + 1]) <= most_masked(n_max, ratio)
+            assert max(n - c for n, c in enumerate(counts[: n_max + 1])) <= n_max - most_masked(n_max, ratio)
+
+
+def test_first_true_gathers_flagged_tokens_in_order():
     keep = torch.tensor([[True, False, True, False], [False, False, False, True]])
-    idx, valid = visible_index(keep)
+    idx, valid = first_true(keep, 2)
     assert idx.tolist()[0] == [0, 2] and idx[1, 0] == 3 and valid.tolist() == [[True, True], [True, False]]
     x = torch.arange(8.0).reshape(2, 4, 1)
     assert gather_tokens(x, idx)[0, :, 0].tolist() == [0.0, 2.0]
+    assert gather_tokens(x[..., 0].long(), idx)[1, 0] == 7  # ids (B, N) too
+
+
+def test_random_real_tokens_are_drawn_uniformly_from_the_real_ones():
+    torch.manual_seed(0)
+    real = padded([3, 1, 0, 2], 4)
+    x = torch.arange(16.0).reshape(4, 4, 1) + 1
+    drawn = torch.stack([random_real_tokens(x, real) for _ in range(300)])
+    values, counts = drawn.unique(return_counts=True)
+    assert values.tolist() == x[real].flatten().tolist()  # every real token, no padding
+    assert counts.min() > 0.8 * counts.float().mean()
 
 
 def test_permutation_mask_never_lets_a_query_see_itself_or_later_tokens():
     torch.manual_seed(3)
     real = padded([6, 4], 6)
     predicted = random_masked(real, 0.5)
-    q_idx, q_real, attn = permutation_mask(real, predicted)
+    q_idx, q_real, attn = permutation_mask(real, predicted, most_masked(6, 0.5))
     n, m = 6, q_idx.shape[1]
     assert attn.shape == (2, n + m, n + m) and attn.any(-1).all()  # no row without a key (no NaN)
     for b in range(2):

@@ -3,13 +3,17 @@ the same rows, or (``pairs: any``) two unrelated modalities on as many rows each
 
 from __future__ import annotations
 
-import numpy as np
+import contextlib
+
 import pytest
 import torch
 
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
-from highmodal.training.pretrain import StageConfig, draw_batches, stage1_units, stage2_units
+from highmodal.models.masked import MaskedModeling
+from highmodal.models.registry import create_model
+from highmodal.training.pretrain import StageConfig, draw_batches, run_stage, stage1_units, stage2_units
+from highmodal.training.resume import TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +34,13 @@ def test_stage1_one_unit_per_modality(suite):
 def test_stage2_pairs(suite):
     paired = stage2_units(suite, StageConfig())
     assert [(a[1], b[1]) for a, b in paired] == [("accelerometer", "gyroscope")]
-    rng = np.random.default_rng(0)
-    ba, bb = draw_batches(paired[0], 8, rng)
+    gen = torch.Generator().manual_seed(0)
+    ba, bb = draw_batches(paired[0], 8, gen)
     assert ba is bb and len(ba["target"]) == 8  # same rows: a true pair
     anything = stage2_units(suite, StageConfig(pairs="any"))
     assert len(anything) == 6  # the paired one + the 5 other pairs of 4 modalities
     cross = next(u for u in anything if {u[0][1], u[1][1]} == {"digit_pixels", "cell_nuclei"})
-    ba, bb = draw_batches(cross, 500, rng)
+    ba, bb = draw_batches(cross, 500, gen)
     assert len(ba["target"]) == len(bb["target"]) == min(len(cross[0][0]), len(cross[1][0]))
     assert "cell_nuclei" not in ba and "digit_pixels" not in bb
     filtered = stage2_units(suite, StageConfig(keep_target={"motions": 0}))
@@ -48,3 +52,35 @@ def test_stage_errors(suite):
         StageConfig(pairs="all")
     with pytest.raises(HighmodalError, match=r"pretrain.stage2: unknown task 'motion'"):
         stage2_units(suite, StageConfig(tasks=["motion"]))
+
+
+def stage(suite, units, steps, tmp_path, number=1, counter=None):
+    torch.manual_seed(0)
+    model = create_model("omnivec2", suite.specs, [td.task for td in suite], preset="tiny")
+    mm = MaskedModeling(model, sorted({m for unit in units for _, m in unit}))
+    with counter or contextlib.nullcontext():
+        return run_stage(mm, units, StageConfig(steps=steps, batch_size=16), number, 0, 4,
+                         tmp_path / f"m{steps}.jsonl", lambda _: None, False)
+
+
+@pytest.mark.parametrize("number", [1, 2])
+def test_stage_steps_do_not_wait_for_the_device(suite, tmp_path, stall_counter, number):
+    """What would stall a GPU (see ``StallCounter``) happens only when a log record is written."""
+    units = (stage1_units if number == 1 else stage2_units)(suite, StageConfig(pairs="any"))
+    counts = {}
+    for steps in (8, 16):  # twice the steps and twice the log records (every 4 steps)
+        counter = stall_counter()
+        stage(suite, units, steps, tmp_path, number, counter)
+        counts[steps] = counter.counts
+    logging = "/training/pretrain.py"
+    assert counts[8] and all(logging in k for k in counts[8]), counts[8]  # the losses read for the log
+    assert counts[16] == {k: 2 * v for k, v in counts[8].items()}, counts
+
+
+def test_a_non_finite_loss_names_the_modality_task_and_step(suite, tmp_path):
+    units = stage1_units(suite, StageConfig(tasks=["digits"]))
+    tensors = units[0][0][0]
+    tensors.inputs["digit_pixels"] = torch.full_like(tensors.inputs["digit_pixels"], float("nan"))  # a copy
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss in modality digit_pixels at pretrain stage 1, "
+                                               r"step 1 \(task digits\); lower the learning rate$"):
+        stage(suite, units, 4, tmp_path)
