@@ -15,6 +15,7 @@ hits the process group's timeout (30 minutes by default) instead of hanging fore
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -118,16 +119,26 @@ def broadcast_(tensors: list[torch.Tensor]) -> None:
         dist.broadcast(t.data, src=0)
 
 
+@functools.cache
+def _host_group(world: dist.ProcessGroup) -> dist.ProcessGroup:
+    """A gloo group over ``world``'s processes, for values the host holds (nccl takes only device
+    tensors). Created on first use, which every process reaches at the same step, as a new group
+    must be; one per process group, should the program start another."""
+    return dist.new_group(backend="gloo")
+
+
 def sum_gradients(params: list[torch.nn.Parameter], extra: torch.Tensor) -> torch.Tensor:
     """Sum ``params``' gradients and the 1-D ``extra`` over processes in one all-reduce; return the
     summed ``extra``. A parameter that no process used keeps ``grad=None`` (AdamW then skips it, as
-    in one process); one that only some used gets the sum, with zeros from the others."""
+    in one process); one that only some used gets the sum, with zeros from the others. Which
+    parameters were used is host knowledge, summed over a host (gloo) group: reading it back from
+    the device would make every step wait for the GPU."""
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    dist.all_reduce(used, group=_host_group(dist.group.WORLD))
     grads = [p.new_zeros(p.numel()) if p.grad is None else p.grad.reshape(-1) for p in params]
-    used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=extra.device)
-    flat = torch.cat([*(g.float() for g in grads), used, extra.float()])
+    flat = torch.cat([*(g.float() for g in grads), extra.float()])
     dist.all_reduce(flat)
-    sizes = [p.numel() for p in params]
-    *chunks, used, total = flat.split([*sizes, len(params), extra.numel()])
+    *chunks, total = flat.split([p.numel() for p in params] + [extra.numel()])
     for p, chunk, n in zip(params, chunks, used.tolist(), strict=True):
         p.grad = chunk.view_as(p).to(p.dtype) if n > 0 else None
     return total

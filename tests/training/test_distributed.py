@@ -180,3 +180,22 @@ def test_non_finite_loss_in_one_process_stops_both_with_one_message(tmp_path):
     messages = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert messages[0] == messages[1]
     assert messages[0].startswith("non-finite loss in task digits at epoch 1, step "), messages[0]
+
+
+def _sum_partly_used(rank: int, port: int, out: Path) -> None:
+    """One of two processes: rank 0 used parameter a, rank 1 used b, neither used c."""
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
+                   "LOCAL_RANK": str(rank)}
+    distributed.setup("cpu")
+    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(3)]
+    params[rank].grad = torch.full((3,), rank + 1.0)
+    total = distributed.sum_gradients(params, torch.tensor([rank + 1.0]))
+    result = {"grads": [None if p.grad is None else p.grad.tolist() for p in params], "extra": total.tolist()}
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def test_a_gradient_only_some_processes_have_is_summed_and_an_unused_one_stays_none(tmp_path):
+    spawn_two(_sum_partly_used, tmp_path, "sum_gradients did not return in both processes")
+    for r in (0, 1):
+        assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {
+            "grads": [[1.0] * 3, [2.0] * 3, None], "extra": [3.0]}
