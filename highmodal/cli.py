@@ -470,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     sp.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (on CPU it "
                     "builds and steps each model again in a fresh process)")
-    sp.add_argument("--peak-tflops", type=float, help="the device's dense peak TFLOP/s in the step's dtype, for "
-                    "MFU (default: a datasheet table of NVIDIA GPUs; none on CPU)")
+    sp.add_argument("--peak-tflops", type=float, help="the device's dense peak TFLOP/s in our model's dtype "
+                    "(bf16 with --amp bf16), for MFU (default: a datasheet table of NVIDIA GPUs; none on CPU)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
     sp = common(bench.add_parser("scaling", help="HighMMT epoch time vs number of tasks, sequence length and batch "
                                  "size on the speed workload: one JSON line per point, then scaling.json and one "

@@ -123,7 +123,7 @@ class ModelConfig:
 
 
 PARALLEL = ("ddp", "fsdp")
-AMP = ("bf16",)
+AMP = {"bf16": "bfloat16"}  # mixed-precision name -> torch dtype (training/precision.py)
 
 
 @dataclasses.dataclass

@@ -50,10 +50,11 @@ def count_flops(step: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def matmul_dtype(device: torch.device, amp: torch.dtype | None) -> str:
-    """The peak that applies: bf16 under autocast, else fp32, or tf32 where CUDA matmuls use it."""
+def matmul_dtype(device: torch.device, amp: str | None) -> str:
+    """The peak that applies: the autocast dtype's (named as ``config.AMP`` names it), else fp32, or
+    tf32 where CUDA matmuls use it."""
     if amp is not None:
-        return {torch.bfloat16: "bf16"}[amp]
+        return amp
     return "tf32" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
 
 

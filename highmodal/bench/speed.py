@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 
@@ -43,6 +43,7 @@ from torch import nn
 
 from highmodal import __version__
 from highmodal.bench import flops
+from highmodal.config import AMP
 from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.samples import random_values
@@ -51,6 +52,7 @@ from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.highmmt import resolve_config
 from highmodal.models.registry import MODELS, create_model
 from highmodal.registry import Registry
+from highmodal.training.precision import autocast
 
 try:
     import resource
@@ -61,7 +63,6 @@ REFERENCE_PACKAGE = "perceiver-multi-modality-pytorch"
 INSTALL_HINT = ("pip install --no-deps 'perceiver-multi-modality-pytorch==1.4.0' einops (--no-deps: it pins "
                 "torch<2.0 and einops<0.4, which would downgrade torch; it runs on current torch)")
 IMPLS = ("highmodal", "reference")
-AMP = {"bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -205,10 +206,10 @@ class Runner:
     optimizer: torch.optim.Optimizer
     workload: Workload
     device: torch.device
-    amp: torch.dtype | None = None
+    amp: str | None = None
 
     def autocast(self) -> AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        return autocast(self.device, self.amp)
 
     def outputs(self, batches: dict[str, dict[str, torch.Tensor]], train: bool) -> list[torch.Tensor]:
         """Logits of every task; through ``step_outputs`` for our models, as the trainer calls them.
@@ -243,7 +244,7 @@ def make_runner(impl: str, workload: Workload, device: torch.device, amp: str | 
     if ours and compile:
         model.compile_step()
     optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay)
-    return Runner(model, optimizer, workload, device, AMP[amp] if ours and amp else None)
+    return Runner(model, optimizer, workload, device, amp if ours else None)
 
 
 def tokens_per_step(model: nn.Module, workload: Workload, batches: dict[str, dict[str, torch.Tensor]]) -> int:
@@ -480,7 +481,7 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
         rates = {k: statistics.median(runs[impl]) for k, runs in (("train", train), ("infer", infer))}
         lines.append({
             **common, "impl": impl, "package": _package(impl), "device": str(device), "threads": threads,
-            "preset": workload.preset, "batch": settings.batch, "amp": settings.amp if r.amp else None,
+            "preset": workload.preset, "batch": settings.batch, "amp": r.amp,
             "compile": settings.compile and impl == "highmodal",
             "train_samples_per_s": rates["train"], "infer_samples_per_s": rates["infer"],
             **({f"{k}_tokens_per_s": tokens * rate / samples for k, rate in rates.items()} if tokens else {}),
@@ -514,14 +515,14 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
     return lines
 
 
-def _utilisation(settings: Settings, device: torch.device, amp: torch.dtype | None, counted: dict[str, int],
+def _utilisation(settings: Settings, device: torch.device, amp: str | None, counted: dict[str, int],
                  steps_per_s: dict[str, float], matmul: dict[str, float]) -> dict:
     """Model FLOPs per step, achieved TFLOP/s, and their fraction of the device's peak (MFU) and of
     the rate a large matmul attains here, all in the dtype the model computes in. ``matmul`` caches
     that rate per dtype, so models computing in the same dtype share one measurement."""
     dtype = flops.matmul_dtype(device, amp)
-    peak, source = ((settings.peak_tflops, "--peak-tflops") if settings.peak_tflops
-                    else flops.datasheet_peak(device, dtype))
+    given = settings.peak_tflops and dtype == flops.matmul_dtype(device, settings.amp)  # it is our dtype's peak
+    peak, source = (settings.peak_tflops, "--peak-tflops") if given else flops.datasheet_peak(device, dtype)
     if dtype not in matmul:
         matmul[dtype] = flops.matmul_tflops(device, dtype)
     rate = matmul[dtype]

@@ -10,7 +10,7 @@ import copy
 import json
 import math
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from highmodal.training.divergence import FiniteWatch
 from highmodal.training.evaluation import aggregate, evaluate_suite
 from highmodal.training.losses import LOSSES
 from highmodal.training.memory import GIB, available_bytes, check_step_fits, hint, oom_as_error
+from highmodal.training.precision import autocast
 from highmodal.training.resume import Progress, load_checkpoint, save_checkpoint, trim_log
 from highmodal.training.samplers import create_sampler
 
@@ -95,7 +96,7 @@ class Trainer:
     def autocast(self) -> AbstractContextManager:
         """bf16 autocast of a step's forward and loss when ``train.amp`` asks for it (backward runs
         outside, as torch recommends)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.amp == "bf16" else nullcontext()
+        return autocast(self.device, self.cfg.amp)
 
     def _drop_modalities(self, batch: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Modality dropout: hide each modality with probability p, always keeping at least one, so

@@ -13,6 +13,7 @@ import torch
 from highmodal.bench.speed import (
     WORKLOADS,
     Settings,
+    _utilisation,
     build_model,
     count_params,
     cpu_peak,
@@ -207,6 +208,15 @@ def test_tiny_omnivec2_run_reports_tokens_flops_and_utilisation():
     assert ours["peak_tflops_source"] == "--peak-tflops" and ours["matmul_tflops"] > 0
     assert summary["meets_targets"] is None  # a CPU run of the tiny preset is not the target setting
     assert summary["output_shapes"] == {"imagenet": [2, 1000], "sentences": [2, 2]}
+
+
+def test_a_given_peak_applies_to_the_lines_computing_in_our_dtype_only():
+    cpu, settings = torch.device("cpu"), Settings(amp="bf16", peak_tflops=2.0)
+    measured = {"bf16": 0.5, "fp32": 0.25}  # matmul rates, as if measured already
+    ours = _utilisation(settings, cpu, "bf16", {"train": 10**12}, {"train": 1.0}, measured)
+    reference = _utilisation(settings, cpu, None, {"train": 10**12}, {"train": 1.0}, measured)
+    assert (ours["peak_tflops_source"], ours["train_mfu"], ours["train_matmul_fraction"]) == ("--peak-tflops", 0.5, 2.0)
+    assert reference["flops_dtype"] == "fp32" and reference["peak_tflops"] is None and reference["train_mfu"] is None
 
 
 def test_cli_rejects_an_unknown_workload(cli):
