@@ -15,7 +15,6 @@ hits the process group's timeout (30 minutes by default) instead of hanging fore
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -119,12 +118,18 @@ def broadcast_(tensors: list[torch.Tensor]) -> None:
         dist.broadcast(t.data, src=0)
 
 
-@functools.cache
-def _host_group(world: dist.ProcessGroup) -> dist.ProcessGroup:
-    """A gloo group over ``world``'s processes, for values the host holds (nccl takes only device
-    tensors). Created on first use, which every process reaches at the same step, as a new group
-    must be; one per process group, should the program start another."""
-    return dist.new_group(backend="gloo")
+_host: list[dist.ProcessGroup] = []  # the gloo group of ``host_group``, once created
+
+
+def host_group() -> dist.ProcessGroup | None:
+    """The group for values the host holds (nccl takes only device tensors): the default group
+    under gloo, else a gloo group over the same processes, created on first use, which every
+    process reaches at the same step, as a new group must be."""
+    if dist.get_backend() == "gloo":
+        return None
+    if not _host:
+        _host.append(dist.new_group(backend="gloo"))
+    return _host[0]
 
 
 def sum_gradients(params: list[torch.nn.Parameter], extra: torch.Tensor) -> torch.Tensor:
@@ -134,7 +139,7 @@ def sum_gradients(params: list[torch.nn.Parameter], extra: torch.Tensor) -> torc
     parameters were used is host knowledge, summed over a host (gloo) group: reading it back from
     the device would make every step wait for the GPU."""
     used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
-    dist.all_reduce(used, group=_host_group(dist.group.WORLD))
+    dist.all_reduce(used, group=host_group())
     grads = [p.new_zeros(p.numel()) if p.grad is None else p.grad.reshape(-1) for p in params]
     flat = torch.cat([*(g.float() for g in grads), extra.float()])
     dist.all_reduce(flat)

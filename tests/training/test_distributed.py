@@ -1,6 +1,7 @@
 """Data-parallel training through the real CLI: ``torchrun --nproc_per_node 2 -m highmodal train`` on
 CPU (gloo) ends where one process ends at the same global batch, and only rank 0 writes."""
 
+import functools
 import json
 import os
 import socket
@@ -182,20 +183,27 @@ def test_non_finite_loss_in_one_process_stops_both_with_one_message(tmp_path):
     assert messages[0].startswith("non-finite loss in task digits at epoch 1, step "), messages[0]
 
 
-def _sum_partly_used(rank: int, port: int, out: Path) -> None:
-    """One of two processes: rank 0 used parameter a, rank 1 used b, neither used c."""
+def _sum_partly_used(rank: int, port: int, out: Path, device_backend: bool = False) -> None:
+    """One of two processes: rank 0 used parameter a, rank 1 used b, neither used c.
+    ``device_backend``: the default group is taken for nccl's (device tensors only), so which
+    parameters were used goes through a separate gloo group, as on GPUs."""
     os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
                    "LOCAL_RANK": str(rank)}
     distributed.setup("cpu")
+    if device_backend:
+        distributed.dist.get_backend = lambda group=None: "nccl"
     params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(3)]
     params[rank].grad = torch.full((3,), rank + 1.0)
     total = distributed.sum_gradients(params, torch.tensor([rank + 1.0]))
-    result = {"grads": [None if p.grad is None else p.grad.tolist() for p in params], "extra": total.tolist()}
+    result = {"grads": [None if p.grad is None else p.grad.tolist() for p in params], "extra": total.tolist(),
+              "host_group": distributed.host_group() is not None}
     (out / f"rank{rank}.json").write_text(json.dumps(result))
 
 
-def test_a_gradient_only_some_processes_have_is_summed_and_an_unused_one_stays_none(tmp_path):
-    spawn_two(_sum_partly_used, tmp_path, "sum_gradients did not return in both processes")
+@pytest.mark.parametrize("device_backend", [False, True])
+def test_a_gradient_only_some_processes_have_is_summed_and_an_unused_one_stays_none(tmp_path, device_backend):
+    spawn_two(functools.partial(_sum_partly_used, device_backend=device_backend), tmp_path,
+              "sum_gradients did not return in both processes")
     for r in (0, 1):
         assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {
-            "grads": [[1.0] * 3, [2.0] * 3, None], "extra": [3.0]}
+            "grads": [[1.0] * 3, [2.0] * 3, None], "extra": [3.0], "host_group": device_backend}
