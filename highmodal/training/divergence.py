@@ -26,7 +26,7 @@ GPU_LAG = 2  # steps; the host runs at most this far ahead of reading a step's f
 @dataclass
 class _Pending:
     where: str
-    tasks: list[str]
+    pieces: list[str]
     flags: torch.Tensor  # (micro-batches · (pieces + 1) + 1,) on the host, once ``ready`` has fired
     ready: torch.cuda.Event | None
 
@@ -40,9 +40,9 @@ class FiniteWatch:
         self.piece, self.advice = piece, advice
         self.pending: deque[_Pending] = deque()
 
-    def add(self, where: str, tasks: list[str], losses: torch.Tensor, norm: torch.Tensor) -> None:
+    def add(self, where: str, pieces: list[str], losses: torch.Tensor, norm: torch.Tensor) -> None:
         """One step: ``losses`` ``(micro-batches, pieces + 1)``, non-zero where a piece's loss (or, in
-        the last column, the balanced sum) was not finite; ``norm``, the gradient norm."""
+        the last column, their weighted sum) was not finite; ``norm``, the gradient norm."""
         flags = torch.cat([losses.flatten().float(), (~torch.isfinite(norm)).float().reshape(1)])
         ready = None
         if flags.device.type == "cuda":
@@ -51,7 +51,7 @@ class FiniteWatch:
             ready = torch.cuda.Event()
             ready.record()
             flags = host
-        self.pending.append(_Pending(where, tasks, flags, ready))
+        self.pending.append(_Pending(where, pieces, flags, ready))
 
     def poll(self) -> None:
         """Read the steps at least ``lag`` steps old; raise ``TrainingDiverged`` for the first bad one."""
@@ -70,13 +70,13 @@ class FiniteWatch:
         if not any(losses) and not grad:
             return
         self.pending.clear()
-        n = len(step.tasks)
+        n = len(step.pieces)
         rows = [losses[k:k + n + 1] for k in range(0, len(losses), n + 1)]
         for k, row in enumerate(rows):
             if any(row):
-                names = [t for t, flag in zip(step.tasks, row, strict=False) if flag]
+                names = [t for t, flag in zip(step.pieces, row, strict=False) if flag]
                 at = step.where if len(rows) == 1 else f"{step.where} (micro-batch {k + 1}/{len(rows)})"
                 what = f"{self.piece} {', '.join(names)}" if names else "the summed loss"
                 raise TrainingDiverged(f"non-finite loss in {what} at {at}{self.advice}")
-        raise TrainingDiverged(f"non-finite gradients from {self.piece}s {', '.join(step.tasks)} at {step.where}"
+        raise TrainingDiverged(f"non-finite gradients from {self.piece}s {', '.join(step.pieces)} at {step.where}"
                                f"{self.advice}")

@@ -7,7 +7,7 @@ conditions on something and is scored on something whatever the ratio.
 Every size a step needs (how many tokens the encoder keeps, how many are scored) is known on the
 host from the padded length alone: the per-sample counts never exceed the counts of a full-length
 sample, so a batch is cut to those bounds and short samples fill the spare slots with flagged
-filler. Nothing here reads a device value, so a GPU step never waits for the host.
+filler. Nothing here reads a device value back, so the host never waits for the GPU.
 """
 
 from __future__ import annotations
