@@ -10,7 +10,6 @@ import copy
 import json
 import math
 import time
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +92,6 @@ class Trainer:
         )
         self.watch = FiniteWatch(self.device)
 
-    def autocast(self) -> AbstractContextManager:
-        """bf16 autocast of a step's forward and loss when ``train.amp`` asks for it (backward runs
-        outside, as torch recommends)."""
-        return autocast(self.device, self.cfg.amp)
-
     def _drop_modalities(self, batch: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Modality dropout: hide each modality with probability p, always keeping at least one, so
         the model learns to predict from any subset (the torch RNG drives it, so resumes replay it)."""
@@ -146,7 +140,7 @@ class Trainer:
                 micro = [Piece(pieces[i].task, pieces[i].modality, slices[i][k] if share else lead[i][k])
                          for i, share in zip(keep, shares, strict=True)]
                 parts = []
-                with self.autocast():
+                with autocast(self.device, self.cfg.amp):  # forward and loss; backward outside, as torch advises
                     for i, p, share, out in zip(keep, micro, shares, self.model.step_outputs(micro), strict=True):
                         loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
                         parts.append((i, loss, share))
