@@ -8,8 +8,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from highmodal import __version__
 from highmodal.data.task import Task
@@ -18,6 +17,7 @@ from highmodal.fileio import atomic_write_text, sha256_file
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
+from highmodal.training.weightfile import check_weights, read_weights
 
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
@@ -73,22 +73,16 @@ def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
         raise HighmodalError(f"{meta_path}: model format {meta.get('format_version')!r} "
                              f"(written by highmodal {meta.get('highmodal_version')}) is not "
                              f"readable by highmodal {__version__}, which reads format {FORMAT_VERSION}")
-    with open(weights, "rb") as f:
-        head = f.read(2)
-    if head[:1] == b"\x80" or head == b"PK":
-        raise HighmodalError(f"{weights}: is a pickle / torch.save file, not safetensors; refusing it "
-                             "(unpickling can run arbitrary code)")
+    check_weights(weights)
     if sha256_file(weights) != meta.get("weights_sha256"):
         raise HighmodalError(f"{weights}: sha256 does not match model.json; the weights are corrupt or were replaced")
     try:
         specs = [ModalitySpec.from_dict(s) for s in meta["specs"]]
         tasks = [Task.from_dict(t) for t in meta["tasks"]]
         model = create_model(meta["arch"], specs, tasks, preset=meta["preset"], **meta["config"])
-        state = load_file(str(weights), device=device)
     except (KeyError, TypeError) as e:
         raise HighmodalError(f"{meta_path}: missing or malformed field {e}") from None
-    except SafetensorError as e:
-        raise HighmodalError(f"{weights}: not a readable safetensors file ({e})") from None
+    state = read_weights(weights, device)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

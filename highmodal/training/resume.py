@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from highmodal.errors import HighmodalError
 from highmodal.training import fsdp
+from highmodal.training.weightfile import read_weights
 
 
 class TrainingDiverged(HighmodalError):
@@ -89,9 +90,10 @@ def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[Progres
     path = checkpoint_dir(run_dir)
     if path is None:
         raise HighmodalError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
+    weights = read_weights(path / "model.safetensors")
+    best = read_weights(path / "best.safetensors") if (path / "best.safetensors").exists() else None
     try:
-        fsdp.load_model(model, load_file(str(path / "model.safetensors")))
-        best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None
+        fsdp.load_model(model, weights)
         state = torch.load(path / "optim.pt", weights_only=True)
         fsdp.load_optimizer(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
