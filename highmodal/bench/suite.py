@@ -89,9 +89,10 @@ class SuiteConfig(ExperimentConfig):
 
 
 def load_suite_config(name: str) -> tuple[SuiteConfig, Path]:
-    """``name`` is a packaged suite (``highmodal/configs/<name>.yaml``) or a YAML path."""
+    """``name`` is a YAML path or a packaged suite (``highmodal/configs/<name>.yaml``); a file that
+    exists is always read as given, with or without a suffix."""
     path = Path(name)
-    if not path.suffix:
+    if not path.is_file() and not path.suffix:
         path = SUITES_DIR / f"{name}.yaml"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))

@@ -150,7 +150,8 @@ def pretraining_suite(cfg: PretrainConfig, config_dir: Path, data_root: Path | N
     from highmodal.bench.suite import extra_experiment, load_suite_config
     from highmodal.training.run import suite_for
 
-    suite_path = cfg.suite if not Path(cfg.suite).suffix else str(config_dir / cfg.suite)
+    beside = config_dir / cfg.suite
+    suite_path = str(beside) if beside.is_file() or Path(cfg.suite).suffix else cfg.suite
     scfg, suite_dir = load_suite_config(suite_path)
     extras = {e.label: e for e in scfg.models}
     if cfg.model not in extras:

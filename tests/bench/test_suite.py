@@ -119,3 +119,11 @@ def test_real_suite_quick(tmp_path, cli, data_root):
     report = json.loads((out / "results.json").read_text())
     check_report(report, len(report["tasks"]))
     assert len(report["tasks"]) >= 3 and [e["label"] for e in report["extra_models"]] == ["omnivec2"]
+
+
+def test_suite_yaml_without_a_suffix_is_read_as_given(tmp_path):
+    from highmodal.bench.suite import SUITES_DIR, load_suite_config
+
+    (tmp_path / "mysuite").write_text((SUITES_DIR / "demo.yaml").read_text())
+    cfg, folder = load_suite_config(str(tmp_path / "mysuite"))
+    assert folder == tmp_path and cfg.tasks == load_suite_config("demo")[0].tasks

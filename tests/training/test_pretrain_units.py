@@ -84,3 +84,15 @@ def test_a_non_finite_loss_names_the_modality_task_and_step(suite, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"non-finite loss in modality digit_pixels at pretrain stage 1, "
                                                r"step 1 \(task digits\); lower the learning rate$"):
         stage(suite, units, 4, tmp_path)
+
+
+def test_a_suite_file_beside_the_config_is_read_without_a_suffix(tmp_path):
+    import yaml
+
+    from highmodal.training.pretrain import PretrainConfig, pretraining_suite
+
+    suite = {"name": "mine", "seed": 0, "tasks": [{"name": "digits", "source": "sklearn_digits"}],
+             "models": [{"label": "ov", "model": {"name": "omnivec2", "preset": "tiny"}}]}
+    (tmp_path / "mysuite").write_text(yaml.safe_dump(suite))
+    exp, folder, data = pretraining_suite(PretrainConfig(suite="mysuite", model="ov"), tmp_path, None)
+    assert folder == tmp_path and [td.task.name for td in data] == ["digits"] and exp.model.name == "omnivec2"

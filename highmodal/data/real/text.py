@@ -114,15 +114,17 @@ class TextOptions:
 
 
 def read_labelled(path: Path, encoding: str) -> tuple[list[list[str]], np.ndarray]:
-    """``<int label> <sentence>`` per line → lower-cased token lists and labels."""
+    """``<int label> <sentence>`` per line (any whitespace after the label; blank lines skipped) →
+    lower-cased token lists and labels."""
     try:
         lines = path.read_bytes().decode(encoding).splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise HighmodalError(f"{path}: cannot read as {encoding} text ({e})") from None
     tokens, labels = [], []
     for i, line in enumerate(lines, 1):
-        label, _, sentence = line.partition(" ")
-        words = sentence.lower().split()
+        if not line.strip():
+            continue
+        label, *words = line.lower().split()
         if not label.isdigit() or not words:
             raise HighmodalError(f"{path}:{i}: expected '<integer label> <sentence>', got {line[:60]!r}")
         tokens.append(words)

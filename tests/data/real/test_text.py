@@ -293,3 +293,13 @@ def test_standardizer_refuses_the_subword_ids(subword_suite):
     x, mask = torch.from_numpy(data.inputs["trec_subwords"][:2]), torch.from_numpy(data.masks["trec_subwords"][:2])
     with pytest.raises(HighmodalError, match=r"'trec_subwords' holds token ids"):
         Standardizer([spec])("trec_subwords", x, mask)
+
+
+def test_labelled_lines_accept_any_whitespace_and_blank_lines(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("1 a good film\n\n0\tdull ,  slow\r\n \n")
+    tokens, labels = text.read_labelled(path, "utf-8")
+    assert tokens == [["a", "good", "film"], ["dull", ",", "slow"]] and labels.tolist() == [1, 0]
+    path.write_text("1 fine\nx bad label\n")
+    with pytest.raises(HighmodalError, match=r"s.txt:2: expected '<integer label> <sentence>'"):
+        text.read_labelled(path, "utf-8")
