@@ -244,6 +244,12 @@ def cmd_bench(args) -> None:
         print(json.dumps(line), flush=True)
 
 
+def cmd_bench_gpu(args) -> None:
+    from highmodal.bench.gpu import main_from
+
+    main_from(Path(args.out), Path(args.doc) if args.doc else None, args.quick, args.device, args.timeout)
+
+
 def parse_int(text: str, flag: str) -> int:
     try:
         return int(text)
@@ -493,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reference", action="store_true", help="also time the original implementation at every "
                     "point (needs perceiver-multi-modality-pytorch; about 4x longer)")
     sp.set_defaults(func=cmd_bench_scaling)
+    sp = common(bench.add_parser("gpu", help="every GPU figure of docs/performance.md in one run: HighMMT against "
+                                 "the original code (fp32, bf16, compile), OmniVec2-base MFU, torchrun training on "
+                                 "the GPU"), data=False)
+    sp.add_argument("--out", default="runs/bench-gpu", help="where gpu.json and the training runs go "
+                    "(default: runs/bench-gpu)")
+    sp.add_argument("--doc", help="a markdown file whose gpu-figures markers get the tables (docs/performance.md)")
+    sp.add_argument("--quick", action="store_true", help="fewer steps and one epoch: a smoke test, not figures")
+    sp.add_argument("--device", default="cuda", help="cuda, or cpu for a dry run of the script (default: cuda)")
+    sp.add_argument("--timeout", type=int, default=900, help="seconds allowed to each measurement (default: 900)")
+    sp.set_defaults(func=cmd_bench_gpu)
     sp = sub.add_parser("modalities", help="each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
