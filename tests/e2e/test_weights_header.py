@@ -19,7 +19,7 @@ CONFIG = {
     "name": "pad", "seed": 3,
     "tasks": [{"name": "digits", "source": "sklearn_digits"}, {"name": "cancer", "source": "breast_cancer"}],
     "model": {"name": "omnivec2", "preset": "tiny"},
-    "train": {"epochs": 2},
+    "train": {"epochs": 1},
 }
 
 
