@@ -167,8 +167,10 @@ def cmd_suite(args) -> None:
     result = run_suite(args.suite, out, report, _data(args), args.quick, args.overwrite, not args.no_progress,
                        command, reuse=Path(args.reuse) if args.reuse else None)
     s = result["summary"]["mean_skill"]
+    sig = result["summary"]["significance"]
     print(f"mean skill: multitask {100 * s['highmmt_multitask']:.2f}, per-task {100 * s['highmmt_single']:.2f}, "
-          f"classical {100 * s['classical']:.2f} points")
+          f"strongest simple baseline {100 * s['simple_best']:.2f} points; multitask vs simple baseline: "
+          f"above on {sig['above']}, below on {sig['below']}, tie on {sig['tie']} tasks")
 
 
 def cmd_heterogeneity(args) -> None:
@@ -378,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="CSV to write")
     sp.add_argument("--modalities", help="comma-separated subset of the task's inputs to predict from")
     sp.add_argument("--overwrite", action="store_true")
-    sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs classical"))
+    sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs the strongest "
+                               "simple baseline"))
     sp.add_argument("--suite", required=True, help="packaged suite name (demo, real) or a suite YAML")
     sp.add_argument("--quick", action="store_true", help="few tasks, epochs and samples: a smoke test")
     sp.add_argument("--out", help="where the runs go (default: runs/suite-<name>)")

@@ -1,6 +1,7 @@
-"""Real-data benchmark: ONE HighMMT multitask model vs one HighMMT model per task vs a classical
-baseline per task, plus any further multitask models the suite lists (e.g. OmniVec2), all on the
-same splits; writes ``results.md`` and ``results.json``."""
+"""Real-data benchmark: ONE HighMMT multitask model vs one HighMMT model per task vs the strongest
+simple baseline per task (``bench/baselines.py``), plus any further multitask models the suite lists
+(e.g. OmniVec2), all on the same splits, each test value with its 95% interval and the multitask
+model compared with the baseline by a paired bootstrap; writes ``results.md`` and ``results.json``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 from highmodal import __version__
-from highmodal.bench.classical import fit_classical
+from highmodal.bench.baselines import join, strongest_simple
+from highmodal.bench.stats import interval, paired
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml, to_mapping
 from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
@@ -77,6 +79,17 @@ class VariantStudyConfig:
 
 
 @dataclasses.dataclass
+class CrossValidation:
+    """Suite key ``cross_validation:``: tasks scored, as their field does, by stratified k-fold
+    cross-validation over all their rows (TU graph sets: 10 folds); the per-task model (b) and the
+    simple baseline (c) are trained on each fold, the multitask model (a) only on the suite's split."""
+
+    tasks: list[str] = dataclasses.field(default_factory=list)
+    folds: int = 10
+    val_frac: float = 0.1
+
+
+@dataclasses.dataclass
 class SuiteConfig(ExperimentConfig):
     """An experiment plus what the report needs: published references and a pointer to the analysis."""
 
@@ -86,6 +99,7 @@ class SuiteConfig(ExperimentConfig):
     models: list[ExtraModel] = dataclasses.field(default_factory=list)
     variants: VariantStudyConfig = dataclasses.field(default_factory=VariantStudyConfig)
     heterogeneity: HeterogeneityConfig = dataclasses.field(default_factory=HeterogeneityConfig)
+    cross_validation: CrossValidation = dataclasses.field(default_factory=CrossValidation)
 
 
 def load_suite_config(name: str) -> tuple[SuiteConfig, Path]:
@@ -98,6 +112,27 @@ def load_suite_config(name: str) -> tuple[SuiteConfig, Path]:
             known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
             raise HighmodalError(f"unknown suite {name!r}; known: {known} (or pass a YAML path)")
     return from_mapping(SuiteConfig, read_yaml(path), str(path)), path.parent
+
+
+def fold_task(td: TaskData, folds: int, fold: int, val_frac: float, seed: int) -> TaskData:
+    """Fold ``fold`` of a stratified k-fold split over all of the task's rows as the test split, a
+    stratified ``val_frac`` of the rest as validation; normalisation statistics refit on the fold's
+    training rows (per channel or per element, as the task's specs hold them)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from highmodal.data.loaders import fit_normalization
+    from highmodal.data.splits import carve
+
+    parts = [td.splits[s] for s in ("train", "val", "test")]
+    rows = parts[0]
+    for part in parts[1:]:
+        rows = join(rows, part)
+    rest, test = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(rows.y, rows.y))[fold]
+    train, val = carve(rows.subset(rest), val_frac, seed + fold, stratify=True)
+    modes = {m: "none" if sp.mean is None else "channel" if len(sp.mean) == sp.channels else "element"
+             for m, sp in td.specs.items()}
+    return fit_normalization(dataclasses.replace(td, splits={"train": train, "val": val, "test": rows.subset(test)}),
+                             modes)
 
 
 def cap_task(td: TaskData, max_train: int, max_eval: int, seed: int) -> TaskData:
@@ -172,38 +207,64 @@ def run_suite(
 
     reused: list[str] = []
 
+    def test_of(run: Path, part: TaskSuite, exp: ExperimentConfig) -> dict:
+        """The saved model's test results with each row's predictions (for intervals and paired tests)."""
+        return evaluate_suite(load(run, exp.train.device), part, "test", exp.train.eval_batch_size,
+                              exp.train.device, predictions=True)
+
     def highmmt(exp: ExperimentConfig, rel: Path, part: TaskSuite) -> tuple[dict, dict]:
         found = reuse_run(exp, reuse / rel, part, log) if reuse is not None else None
         if found is not None:
             reused.append(str(reuse / rel))
-            return found
-        _, res, summ = train_experiment(exp, out / rel, config_dir, data_root, overwrite, progress, log, suite=part)
-        return res, summ
+            return test_of(reuse / rel, part, exp), found[1]
+        run, _, summ = train_experiment(exp, out / rel, config_dir, data_root, overwrite, progress, log, suite=part)
+        return test_of(run, part, exp), summ
 
     log("(a) one HighMMT model for all tasks")
     multi, multi_summary = highmmt(_experiment(cfg, "multitask", cfg.tasks), Path("multitask"), suite)
-    single, single_summary, classical = {}, {}, {}
+    single, single_summary, simple = {}, {}, {}
     for td in suite:
         name = td.task.name
         log(f"(b) HighMMT on {name} alone")
         res, summ = highmmt(_experiment(cfg, name, [entries[name]]), Path("single") / name, TaskSuite([td]))
         single[name], single_summary[name] = res[name], summ
-        log(f"(c) classical baseline on {name}")
-        classical[name] = fit_classical(td, cfg.seed)
+        log(f"(c) strongest simple baseline on {name}")
+        simple[name] = strongest_simple(td, log=log)
     extra_results, extra_summary = {}, {}
     for label, exp in extras.items():
         log(f"({label}) one {exp.model.name} ({exp.model.preset}) model for all tasks")
         extra_suite = suite_for(exp, config_dir, data_root)
         if quick:
             extra_suite = cap_suite(extra_suite, cfg.quick.max_train, cfg.quick.max_eval, cfg.seed)
-        _, extra_results[label], extra_summary[label] = train_experiment(
+        run, _, extra_summary[label] = train_experiment(
             exp, out / label, config_dir, data_root, overwrite, progress, log, suite=extra_suite)
+        extra_results[label] = test_of(run, extra_suite, exp)
+
+    cross = {}
+    for td in suite:
+        if td.task.name not in cfg.cross_validation.tasks:
+            continue
+        name, k = td.task.name, cfg.cross_validation.folds
+        scores: dict[str, list[float]] = {"highmmt_single": [], "simple_best": []}
+        for fold in range(k):
+            log(f"(b), (c) on {name}: fold {fold + 1} of {k}")
+            part = fold_task(td, k, fold, cfg.cross_validation.val_frac, cfg.seed)
+            _, res, _ = train_experiment(_experiment(cfg, name, [entries[name]]), out / "cv" / name / f"fold{fold}",
+                                         config_dir, data_root, overwrite, progress, log, suite=TaskSuite([part]))
+            primary = metric_names(td.task)[0]
+            scores["highmmt_single"].append(res[name]["metrics"][primary])
+            scores["simple_best"].append(strongest_simple(part)["metrics"][primary])
+        cross[name] = {"folds": k, **{m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}
+                                      for m, v in scores.items()}}
 
     rows = []
     for td in suite:
         t = td.task
         primary = metric_names(t)[0]
         ref = cfg.references.get(t.name, Reference())
+        y = td.splits["test"].y
+        outputs = {"highmmt_multitask": multi[t.name], "highmmt_single": single[t.name],
+                   "simple_best": simple[t.name]} | {label: res[t.name] for label, res in extra_results.items()}
         rows.append({
             "task": t.name,
             "dataset": entries[t.name]["source"],
@@ -211,23 +272,22 @@ def run_suite(
             "metric": primary,
             "higher_is_better": METRICS.get(primary)[1],
             "chance": multi[t.name]["chance"][primary],
-            "models": {
-                "highmmt_multitask": multi[t.name]["metrics"][primary],
-                "highmmt_single": single[t.name]["metrics"][primary],
-                "classical": classical[t.name]["metrics"][primary],
-            } | {label: res[t.name]["metrics"][primary] for label, res in extra_results.items()},
-            "skill": {
-                "highmmt_multitask": multi[t.name]["skill"],
-                "highmmt_single": single[t.name]["skill"],
-                "classical": classical[t.name]["skill"],
-            } | {label: res[t.name]["skill"] for label, res in extra_results.items()},
+            "models": {m: o["metrics"][primary] for m, o in outputs.items()}
+            | {"classical": simple[t.name]["candidates"]["hgb"]["test"]},
+            "skill": {m: o["skill"] for m, o in outputs.items()},
+            "ci": {m: list(interval(t, y, o["pred"], o["probs"], cfg.seed)) for m, o in outputs.items()},
+            "simple_best_model": simple[t.name]["model"],
+            "simple_candidates": simple[t.name]["candidates"],
+            "multitask_vs_simple": paired(t, y, (multi[t.name]["pred"], multi[t.name]["probs"]),
+                                          (simple[t.name]["pred"], simple[t.name]["probs"]), cfg.seed),
             "params": {"highmmt_multitask": multi_summary["params"],
                        "highmmt_single": single_summary[t.name]["params"]},
             "train_seconds": {"highmmt_single": single_summary[t.name]["train_seconds"],
-                              "classical": classical[t.name]["seconds"]},
+                              "simple_best": simple[t.name]["seconds"]},
             "reference": {"value": ref.value, "source": ref.source},
-        })
-    models = ("highmmt_multitask", "highmmt_single", "classical", *extra_results)
+        } | ({"cross_validation": cross[t.name]} if t.name in cross else {}))
+    models = ("highmmt_multitask", "highmmt_single", "simple_best", *extra_results)
+    verdicts = [r["multitask_vs_simple"]["verdict"] for r in rows]
     summary = {
         "mean_skill": {m: float(np.mean([r["skill"][m] for r in rows])) for m in models},
         "total_params": {"highmmt_multitask": multi_summary["params"],
@@ -235,10 +295,10 @@ def run_suite(
         | {label: s["params"] for label, s in extra_summary.items()},
         "train_seconds": {"highmmt_multitask": multi_summary["train_seconds"],
                           "highmmt_single": float(sum(s["train_seconds"] for s in single_summary.values())),
-                          "classical": float(sum(c["seconds"] for c in classical.values()))}
+                          "simple_best": float(sum(c["seconds"] for c in simple.values()))}
         | {label: s["train_seconds"] for label, s in extra_summary.items()},
-        "multitask_beats_classical": int(sum(
-            (r["skill"]["highmmt_multitask"] > r["skill"]["classical"]) for r in rows)),
+        "significance": {v: verdicts.count(v) for v in ("above", "below", "tie")},
+        "best_column": {r["task"]: max(models, key=lambda m, r=r: r["skill"][m]) for r in rows},
         "tasks": len(rows),
     }
     report = {
@@ -268,6 +328,12 @@ def extra_columns(report: dict) -> list[tuple[str, str, dict]]:
     return [(chr(ord("d") + i), e["label"], e) for i, e in enumerate(report.get("extra_models", []))]
 
 
+def _cell(r: dict, m: str, top: float) -> str:
+    v, ci = r["models"][m], r.get("ci", {}).get(m)
+    text = f"**{_fmt(v)}**" if v == top else _fmt(v)
+    return text + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def render_markdown(report: dict) -> str:
     s = report["summary"]
     extras = extra_columns(report)
@@ -277,6 +343,7 @@ def render_markdown(report: dict) -> str:
         + (", with other views of some tasks' data (" + "; ".join(f"{t}: {o}" for t, o in e["task_options"].items())
            + ")" if e["task_options"] else "") + ";"
         for letter, _, e in extras)
+    columns = ("highmmt_multitask", "highmmt_single", "simple_best", *(label for _, label, _ in extras))
     lines = [
         f"# Results: suite `{report['suite']}`{' (quick mode: not a result)' if report['quick'] else ''}",
         "",
@@ -285,48 +352,83 @@ def render_markdown(report: dict) -> str:
         f"torch {report['machine']['torch']}).",
         "",
         "Columns: (a) ONE HighMMT model trained on all tasks at once; (b) one HighMMT model per task, same "
-        "preset and schedule; (c) HistGradientBoosting on flattened or pooled features;" + described
-        + " all on the same splits; test-set values of each task's primary metric (↑ higher is better, ↓ lower).",
+        "preset and schedule; (c) the strongest simple baseline: every standard model of the panel in "
+        "`highmodal/bench/baselines.py` that applies to the task is fit on train, the best on validation "
+        "is refit on train + validation (the winner is named under the table);" + described
+        + " all on the same splits. Cells: test value of the task's primary metric (↑ higher is better, "
+        "↓ lower) with its 95% interval (Wilson for accuracy, else a bootstrap over test rows). The chance "
+        "column is the majority class, 0.5 AUROC, the training mean, or for forecasting the naive last-value "
+        "forecast.",
         "",
-        "| task | data | modalities | metric | chance | (a) multitask | (b) per-task | (c) classical "
+        "| task | data | modalities | metric | chance | (a) multitask | (b) per-task | (c) simple best "
         + "".join(f"| ({letter}) {label} " for letter, label, _ in extras)
-        + "| params (b) | train s (b) | published reference |",
+        + "| (a) vs (c) | params (b) | published reference |",
         "|---|---|---|---|---|---|---|---|" + "---|" * len(extras) + "---|---|---|",
     ]
     for r in report["tasks"]:
         arrow = "↑" if r["higher_is_better"] else "↓"
         best = max if r["higher_is_better"] else min
-        top = best(r["models"].values())
-        cells = [(f"**{_fmt(v)}**" if v == top else _fmt(v)) for v in r["models"].values()]
+        top = best(r["models"][m] for m in columns)
+        cells = [_cell(r, m, top) for m in columns]
         ref = r["reference"]
         ref_text = f"{_fmt(ref['value'])} ({ref['source']})" if ref["value"] is not None else ref["source"] or "–"
+        vs = r["multitask_vs_simple"]
         lines.append(
             f"| {r['task']} | {r['dataset']} | {', '.join(r['modalities'])} | {r['metric']} {arrow} | "
-            f"{_fmt(r['chance'])} | {' | '.join(cells)} | {r['params']['highmmt_single']:,} | "
-            f"{r['train_seconds']['highmmt_single']:.0f} | {ref_text} |")
+            f"{_fmt(r['chance'])} | {' | '.join(cells)} | {vs['verdict']} ({vs['difference']:+.3f}) | "
+            f"{r['params']['highmmt_single']:,} | {ref_text} |")
+    sig = s["significance"]
+    wins = {m: sum(1 for b in s["best_column"].values() if b == m) for m in columns}
+    lines += [
+        "",
+        "The strongest simple baseline per task (chosen on validation; every candidate's validation and test "
+        "value is in `results.json` under `simple_candidates`):",
+        "",
+        "| task | winner | validation | candidates (validation) |",
+        "|---|---|---|---|",
+    ]
+    for r in report["tasks"]:
+        cands = r["simple_candidates"]
+        lines.append(f"| {r['task']} | {r['simple_best_model']} | {_fmt(cands[r['simple_best_model']]['val'])} | "
+                     + ", ".join(f"{n} {_fmt(c['val'])}" for n, c in cands.items()) + " |")
+    folded = [r for r in report["tasks"] if "cross_validation" in r]
+    if folded:
+        lines += ["", "Stratified k-fold cross-validation over all rows, as these tasks' literature reports them "
+                  "(mean ± standard deviation over folds, ddof 1); the multitask model (a) cannot afford k "
+                  "trainings of every task and is scored on the one split above, with its interval:", "",
+                  "| task | folds | (b) per-task | (c) simple best | (a) multitask, one split |",
+                  "|---|---|---|---|---|"]
+        for r in folded:
+            cv = r["cross_validation"]
+            ci = r["ci"]["highmmt_multitask"]
+            lines.append(f"| {r['task']} | {cv['folds']} | {cv['highmmt_single']['mean']:.4f} ± "
+                         f"{cv['highmmt_single']['std']:.4f} | {cv['simple_best']['mean']:.4f} ± "
+                         f"{cv['simple_best']['std']:.4f} | {_fmt(r['models']['highmmt_multitask'])} "
+                         f"[{ci[0]:.3f}, {ci[1]:.3f}] |")
     lines += [
         "",
         "## Summary",
         "",
         "Mean skill averages each task's primary metric when higher is better, and 1 − error / chance error "
-        "otherwise, so tasks of different kinds can be averaged (×100 = points).",
+        "otherwise (for forecasting: 1 − MSE / MSE of the naive last-value forecast, negative when worse "
+        "than naive), so tasks of different kinds can be averaged (×100 = points).",
         "",
-        "| | (a) multitask | (b) per-task | (c) classical |"
-        + "".join(f" ({letter}) {label} |" for letter, label, _ in extras),
+        "| | (a) multitask | (b) per-task | (c) simple best |" + "".join(f" ({letter}) {label} |"
+                                                                      for letter, label, _ in extras),
         "|---|---|---|---|" + "---|" * len(extras),
-        "| mean skill (points) | " + " | ".join(f"{100 * s['mean_skill'][m]:.2f}" for m in
-                                          ("highmmt_multitask", "highmmt_single", "classical",
-                                           *(label for _, label, _ in extras))) + " |",
+        "| mean skill (points) | " + " | ".join(f"{100 * s['mean_skill'][m]:.2f}" for m in columns) + " |",
+        "| tasks where the column is best | " + " | ".join(str(wins[m]) for m in columns) + " |",
         f"| total parameters | {s['total_params']['highmmt_multitask']:,} | "
         f"{s['total_params']['highmmt_single']:,} | – |"
         + "".join(f" {s['total_params'][label]:,} |" for _, label, _ in extras),
         f"| total train time (s) | {s['train_seconds']['highmmt_multitask']:.0f} | "
-        f"{s['train_seconds']['highmmt_single']:.0f} | {s['train_seconds']['classical']:.0f} |"
+        f"{s['train_seconds']['highmmt_single']:.0f} | {s['train_seconds']['simple_best']:.0f} |"
         + "".join(f" {s['train_seconds'][label]:.0f} |" for _, label, _ in extras),
         "",
         f"(a) − (b): {100 * (s['mean_skill']['highmmt_multitask'] - s['mean_skill']['highmmt_single']):+.2f} "
         f"points with {s['total_params']['highmmt_single'] / s['total_params']['highmmt_multitask']:.1f}× fewer "
-        f"parameters; (a) beats (c) on {s['multitask_beats_classical']} of {s['tasks']} tasks.",
+        f"parameters. (a) against (c) by a paired bootstrap on the same test rows (95%): significantly above on "
+        f"{sig['above']}, below on {sig['below']}, no detectable difference on {sig['tie']} of {s['tasks']} tasks.",
         "",
     ]
     if report.get("reused"):

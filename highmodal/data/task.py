@@ -22,7 +22,9 @@ class Task:
     ``weight`` is the loss weight in the multitask sum; ``batch_size`` overrides the suite's.
     ``metric`` is the primary metric (default: accuracy, or MAE for regression); imbalanced binary
     tasks use ``auroc``. Regression heads predict standardised targets; ``target_mean``/``target_std`` (fit on train)
-    map them back, so losses of different tasks are on comparable scales.
+    map them back, so losses of different tasks are on comparable scales. ``forecast``: for a
+    forecasting task, the ``(modality, channel)`` whose last observed value is the naive forecast of
+    every target step; that forecast, not the training mean, is then the task's chance level.
     """
 
     name: str
@@ -36,6 +38,7 @@ class Task:
     target_mean: tuple[float, ...] | None = None
     target_std: tuple[float, ...] | None = None
     metric: str | None = None
+    forecast: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -58,7 +61,7 @@ class Task:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
         d["class_names"] = list(self.class_names)
-        for k in ("target_mean", "target_std"):
+        for k in ("target_mean", "target_std", "forecast"):
             d[k] = None if d[k] is None else list(d[k])
         return d
 
@@ -67,26 +70,28 @@ class Task:
         d = dict(d)
         d["modalities"] = tuple(d["modalities"])
         d["class_names"] = tuple(d["class_names"])
-        for k in ("target_mean", "target_std"):
+        for k in ("target_mean", "target_std", "forecast"):
             d[k] = None if d.get(k) is None else tuple(d[k])
         return cls(**d)
 
 
 @dataclass
 class SplitData:
-    """Arrays of one split: ``inputs[modality]`` is ``(N, *shape)``; ``masks[modality]`` is ``(N, L)``."""
+    """Arrays of one split: ``inputs[modality]`` is ``(N, *shape)``; ``masks[modality]`` is ``(N, L)``.
+    ``meta`` holds per-row data no model reads but baselines may (e.g. ``text``: each sentence's
+    tokens joined by spaces, for TF-IDF)."""
 
     inputs: dict[str, np.ndarray]
     y: np.ndarray
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, idx: np.ndarray) -> SplitData:
-        return SplitData(
-            {k: v[idx] for k, v in self.inputs.items()}, self.y[idx], {k: v[idx] for k, v in self.masks.items()}
-        )
+        return SplitData({k: v[idx] for k, v in self.inputs.items()}, self.y[idx],
+                         {k: v[idx] for k, v in self.masks.items()}, {k: v[idx] for k, v in self.meta.items()})
 
 
 @dataclass

@@ -40,9 +40,10 @@ def mean_loss(model: MultitaskModel, data: TaskTensors, batch_size: int) -> floa
 
 def evaluate_suite(
     model: MultitaskModel, suite: TaskSuite, split: str, batch_size: int = 256, device: str = "cpu",
-    tensors: dict[str, TaskTensors] | None = None, modalities: set[str] | None = None,
+    tensors: dict[str, TaskTensors] | None = None, modalities: set[str] | None = None, predictions: bool = False,
 ) -> dict[str, dict]:
-    """``{task: {"modalities", "metrics", "chance", "primary", "skill"}}`` on ``split``.
+    """``{task: {"modalities", "metrics", "chance", "primary", "skill"}}`` on ``split``, plus the
+    rows' ``pred`` and ``probs`` arrays with ``predictions`` (for intervals and paired tests).
 
     ``modalities`` restricts every task to those inputs (the others are withheld from the model);
     tasks left with none of their modalities are skipped."""
@@ -58,7 +59,7 @@ def evaluate_suite(
         pred, probs = predict_split(model, data, batch_size)
         y = td.splits[split].y
         values = compute_metrics(t, y, pred, probs)
-        chance = chance_metrics(t, td.splits["train"].y, y)
+        chance = chance_metrics(t, td.splits["train"].y, y, td.splits[split].inputs)
         results[t.name] = {
             "modalities": [f"{m}:{td.specs[m].kind}" for m in t.modalities],
             "withheld": [m for m in td.task.modalities if m not in t.modalities],
@@ -68,6 +69,8 @@ def evaluate_suite(
             "skill": skill(t, values, chance),
             "n": len(y),
         }
+        if predictions:
+            results[t.name] |= {"pred": pred, "probs": probs}
     return results
 
 

@@ -46,9 +46,20 @@ def compute_metrics(task: Task, y: np.ndarray, pred: np.ndarray, probs: np.ndarr
     return out
 
 
-def chance_metrics(task: Task, y_train: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Metrics of a predictor that ignores the input: the training majority class (uniform scores
-    for AUROC, so 0.5), or the training mean for regression."""
+def naive_forecast(task: Task, inputs: dict[str, np.ndarray], rows: int) -> np.ndarray:
+    """The last observed value of ``task.forecast``'s channel, repeated over every target step."""
+    modality, channel = task.forecast
+    last = inputs[modality][:, -1, channel]
+    return np.repeat(last[:, None], rows, axis=1) if rows else last
+
+
+def chance_metrics(task: Task, y_train: np.ndarray, y: np.ndarray,
+                   inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Metrics of the predictor to beat: for a forecasting task (given its ``inputs``) the naive
+    last-value forecast; else one that ignores the input: the training majority class (uniform
+    scores for AUROC, so 0.5), or the training mean for regression."""
+    if task.forecast is not None and inputs is not None:
+        return compute_metrics(task, y, naive_forecast(task, inputs, y.shape[1] if y.ndim > 1 else 0), None)
     if task.is_classification:
         majority = np.bincount(y_train, minlength=task.out_dim).argmax()
         pred = np.full_like(y, majority)

@@ -103,7 +103,7 @@ def ett(opts: ETTOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
               "test": _windows(z, BORDERS[1], BORDERS[2], w, h, 1)}
     task = make_task(entry, ["ett_history"], "regression", h, (),
                      f"{opts.file}: next {h} hourly OT values (z-scored) from {w} hours of 7 variables")
-    td = TaskData(replace(task, metric=entry.metric or "mse"),
+    td = TaskData(replace(task, metric=entry.metric or "mse", forecast=("ett_history", len(ETT_COLUMNS) - 1)),
                   {"ett_history": spec("ett_history", "time_series", (w, len(ETT_COLUMNS)))}, splits,
                   str(folder / name))
     return fit_normalization(td, {"ett_history": "none"})

@@ -268,7 +268,7 @@ def _id_splits(modality: str, arrays: dict[str, np.ndarray]) -> dict[str, SplitD
     for split in ("train", "val", "test"):
         ids = arrays[f"ids_{split}"]
         out[split] = SplitData({modality: ids[..., None].astype(np.float32)}, arrays[f"y_{split}"],
-                               {modality: ids != 0})
+                               {modality: ids != 0}, {"text": arrays[f"text_{split}"]})
     return out
 
 
@@ -314,12 +314,17 @@ def _sst_subword_vocab(ctx: LoadContext, opts: TextOptions) -> tuple[dict[str, s
     return sums, _tokenizer_from(arrays)
 
 
+def joined(tokens: list[list[str]]) -> np.ndarray:
+    """Each sentence's tokens joined by spaces, as a string array (``SplitData.meta["text"]``)."""
+    return np.array([" ".join(t) for t in tokens])
+
+
 def _splits(modality: str, arrays: dict[str, np.ndarray], vectors: np.ndarray) -> dict[str, SplitData]:
     """The cache holds token ids (small); vectors are looked up at load time."""
     out = {}
     for split in ("train", "val", "test"):
         x, mask = embed(arrays[f"ids_{split}"], vectors)
-        out[split] = SplitData({modality: x}, arrays[f"y_{split}"], {modality: mask})
+        out[split] = SplitData({modality: x}, arrays[f"y_{split}"], {modality: mask}, {"text": arrays[f"text_{split}"]})
     return out
 
 
@@ -360,7 +365,7 @@ def _sst(name: str, opts: TextOptions, entry: TaskEntry, ctx: LoadContext, files
             tokens, y = read_labelled(folder / file, "utf-8")
             if y.max() >= len(classes):
                 raise HighmodalError(f"{folder / file}: label {y.max()} is out of range 0..{len(classes) - 1}")
-            out[f"ids_{split}"], out[f"y_{split}"] = encode(tokens), y
+            out[f"ids_{split}"], out[f"y_{split}"], out[f"text_{split}"] = encode(tokens), y, joined(tokens)
         return out
 
     arrays = cached_arrays(f"{name}_subwords" if subword else name, {**sums, **featurizer_sums}, params, build)
@@ -426,7 +431,7 @@ def _trec_arrays(opts: TextOptions, ctx: LoadContext) -> tuple[Path, dict[str, n
         sets = {s: ([tokens[i] for i in part], y[part]) for s, part in parts.items()}
         sets["test"] = (test_tokens, y_test)
         for split, (toks, labels) in sets.items():
-            out[f"ids_{split}"], out[f"y_{split}"] = encode(toks), labels
+            out[f"ids_{split}"], out[f"y_{split}"], out[f"text_{split}"] = encode(toks), labels, joined(toks)
         return out
 
     return folder, cached_arrays("trec_subwords" if subword else "trec", sums, params, build)

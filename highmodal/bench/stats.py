@@ -1,0 +1,87 @@
+"""Uncertainty of test-set numbers: 95% intervals and paired comparisons over the same test rows.
+
+Accuracy gets the Wilson score interval (exact enough at any n, never outside [0, 1]); every other
+metric a percentile bootstrap over test rows. Two models are compared by a paired bootstrap: the
+same resampled rows score both, and the difference counts as significant when its 95% interval
+excludes zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from highmodal.data.task import Task
+from highmodal.training.metrics import METRICS, metric_names
+
+Z95 = 1.959963984540054
+BOOTSTRAP = 2000
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def _resamples(n: int, seed: int, draws: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(draws, n))
+
+
+def _per_row(name: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
+    """Each row's share of a metric that is a mean over rows (so a resample's value is a mean of
+    these), or None for metrics that are not (AUROC, macro-F1)."""
+    if name == "accuracy":
+        return (pred == y).astype(np.float64)
+    if name in ("mse", "mae"):
+        err = np.asarray(pred, np.float64) - y
+        err = err ** 2 if name == "mse" else np.abs(err)
+        return err.reshape(len(y), -1).mean(1)
+    return None
+
+
+def _bootstrap(task: Task, y: np.ndarray, models: list[tuple[np.ndarray, np.ndarray | None]], seed: int,
+               draws: int) -> np.ndarray:
+    """``(draws, len(models))``: the primary metric of each model on the same resampled rows."""
+    name = metric_names(task)[0]
+    idx = _resamples(len(y), seed, draws)
+    rows = [_per_row(name, y, pred) for pred, _ in models]
+    if all(r is not None for r in rows):
+        return np.stack([r[idx].mean(1) for r in rows], 1)
+    fn = METRICS.get(name)[0]
+
+    def value(i: np.ndarray, pred: np.ndarray, probs: np.ndarray | None) -> float:
+        try:
+            return fn(y[i], pred[i], None if probs is None else probs[i])
+        except ValueError:  # e.g. AUROC of a resample holding one class
+            return math.nan
+
+    return np.array([[value(i, pred, probs) for pred, probs in models] for i in idx])
+
+
+def interval(task: Task, y: np.ndarray, pred: np.ndarray, probs: np.ndarray | None, seed: int = 0,
+             draws: int = BOOTSTRAP) -> tuple[float, float]:
+    """95% interval of the task's primary metric on these test rows."""
+    if metric_names(task)[0] == "accuracy":
+        return wilson(int((pred == y).sum()), len(y))
+    low, high = np.nanpercentile(_bootstrap(task, y, [(pred, probs)], seed, draws)[:, 0], [2.5, 97.5])
+    return (float(low), float(high))
+
+
+def paired(task: Task, y: np.ndarray, a: tuple[np.ndarray, np.ndarray | None], b: tuple[np.ndarray, np.ndarray | None],
+           seed: int = 0, draws: int = BOOTSTRAP) -> dict:
+    """A − B in the primary metric, oriented so that positive means A is better, with its paired
+    bootstrap 95% interval and verdict ``above`` / ``below`` / ``tie`` for A."""
+    name = metric_names(task)[0]
+    sign = 1.0 if METRICS.get(name)[1] else -1.0
+    fn = METRICS.get(name)[0]
+    observed = sign * (fn(y, *a) - fn(y, *b))
+    both = _bootstrap(task, y, [a, b], seed, draws)
+    low, high = (float(v) for v in np.nanpercentile(sign * (both[:, 0] - both[:, 1]), [2.5, 97.5]))
+    verdict = "above" if low > 0 else "below" if high < 0 else "tie"
+    return {"difference": float(observed), "ci": [low, high], "verdict": verdict}
