@@ -5,7 +5,9 @@ validation split (the task's primary metric); the winner is refit on train + val
 predicts the test split. Test labels never choose anything. The panel, by what it reads:
 
 * every task: gradient boosting and a linear model (logistic / ridge regression, standardised) on
-  flattened small inputs or pooled per-channel statistics (``bench.classical.features``);
+  flattened small inputs or pooled per-channel statistics (``bench.classical.features``), and an
+  RBF-kernel SVM on the same features for classification with at most 12,000 rows;
+* graphs: the Weisfeiler-Lehman subtree kernel in an SVM (``SplitData.meta["wl"]``);
 * sequences (time series, audio features, IMU): MiniRocket features (sktime) + a ridge model;
 * text: TF-IDF of word 1–2-grams and character 2–5-grams + logistic regression, on each split's
   sentences (``SplitData.meta["text"]``);
@@ -121,6 +123,60 @@ BASELINES.register("linear")(Baseline(_any, _tabular(_linear_classifier, _linear
                                       "logistic / ridge regression on standardised flattened or pooled features"))
 
 
+def _softmax_probs(td: TaskData, model, scores: np.ndarray) -> np.ndarray:
+    """Class probabilities from a margin classifier's decision scores (a softmax, for AUROC)."""
+    scores = np.stack([-scores, scores], 1) if scores.ndim == 1 else scores
+    z = np.exp(scores - scores.max(1, keepdims=True))
+    probs = np.zeros((len(scores), td.task.out_dim))
+    probs[:, model.classes_] = z / z.sum(1, keepdims=True)
+    return probs
+
+
+SVM_MAX_ROWS = 12_000  # kernel SVMs grow quadratically in rows; beyond this a practitioner moves on
+
+
+def _small_classification(td: TaskData) -> bool:
+    return td.task.is_classification and len(td.splits["train"]) + len(td.splits["val"]) <= SVM_MAX_ROWS
+
+
+def _svm(td: TaskData, data: SplitData) -> Predictor:
+    from sklearn.svm import SVC
+
+    model = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=10.0, gamma="scale")).fit(features(td, data), data.y)
+
+    def predict(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
+        probs = _softmax_probs(td, model, model.decision_function(features(td, split)))
+        return probs.argmax(1), probs
+    return predict
+
+
+BASELINES.register("svm_rbf")(Baseline(_small_classification, _svm,
+                                       "RBF-kernel SVM (C = 10) on standardised flattened or pooled features"))
+
+
+def _graphs(td: TaskData) -> bool:
+    return td.task.is_classification and all("wl" in d.meta for d in td.splits.values())
+
+
+def _wl(td: TaskData, data: SplitData) -> Predictor:
+    """The Weisfeiler-Lehman subtree kernel (a linear kernel on the label counts) in an SVM, its C
+    chosen by 5-fold cross-validation on the rows it is fit on, as Shervashidze et al. did."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import SVC
+
+    folds = int(min(5, np.bincount(data.y).min()))
+    search = GridSearchCV(SVC(kernel="linear"), {"C": np.logspace(-3, 1, 5)}, cv=max(folds, 2))
+    model = search.fit(data.meta["wl"], data.y).best_estimator_
+
+    def predict(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
+        probs = _softmax_probs(td, model, model.decision_function(split.meta["wl"]))
+        return probs.argmax(1), probs
+    return predict
+
+
+BASELINES.register("wl_kernel_svm")(Baseline(_graphs, _wl, "Weisfeiler-Lehman subtree kernel (3 rounds) + SVM"))
+
+
 def _late_fusion(make_classifier, make_regressor) -> Callable[[TaskData, SplitData], Predictor]:
     def fit(td: TaskData, data: SplitData) -> Predictor:
         members = [_tabular(make_classifier, make_regressor, (m,))(td, data) for m in td.task.modalities]
@@ -179,11 +235,7 @@ def _minirocket(td: TaskData, data: SplitData) -> Predictor:
         model = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=ALPHAS)).fit(x, data.y)
 
         def predict(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
-            scores = model.decision_function(transform(split))
-            scores = np.stack([-scores, scores], 1) if scores.ndim == 1 else scores
-            probs = np.zeros((len(split), td.task.out_dim))
-            z = np.exp(scores - scores.max(1, keepdims=True))  # softmax of the ridge scores, for AUROC
-            probs[:, model.classes_] = z / z.sum(1, keepdims=True)
+            probs = _softmax_probs(td, model, model.decision_function(transform(split)))
             return probs.argmax(1), probs
     else:
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(x, data.y)

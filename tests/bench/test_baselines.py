@@ -31,7 +31,8 @@ def skill_over_chance(td: TaskData, name: str) -> float:
 
 
 @pytest.mark.parametrize("task,name,margin", [
-    ("digits", "hgb", 0.7), ("digits", "linear", 0.7), ("diabetes", "linear", 0.2), ("diabetes", "hgb", 0.1),
+    ("digits", "hgb", 0.7), ("digits", "linear", 0.7), ("digits", "svm_rbf", 0.8),
+    ("diabetes", "linear", 0.2), ("diabetes", "hgb", 0.1),
     ("motions", "late_fusion_linear", 0.4), ("motions", "late_fusion_hgb", 0.4),
     ("motions", "minirocket", 0.5), ("power", "minirocket", 0.3),
 ])
@@ -43,8 +44,9 @@ def test_baselines_beat_chance_on_package_data(packaged, task, name, margin):
 
 def test_which_baselines_apply(packaged):
     applies = {t: [n for n in BASELINES if BASELINES.get(n).applies(packaged[t])] for t in ("digits", "motions")}
-    assert applies["digits"] == ["hgb", "linear"]
-    assert set(applies["motions"]) == {"hgb", "linear", "late_fusion_hgb", "late_fusion_linear", "minirocket"}
+    assert applies["digits"] == ["hgb", "linear", "svm_rbf"]
+    assert set(applies["motions"]) == {"hgb", "linear", "svm_rbf", "late_fusion_hgb", "late_fusion_linear",
+                                       "minirocket"}
 
 
 def _task(name: str, inputs: dict, y: np.ndarray, specs: dict, target="classification", out_dim=2, meta=None,
@@ -145,3 +147,30 @@ def test_wilson_and_paired_bootstrap():
     assert paired(reg, target, (close, None), (far, None))["verdict"] == "above"  # lower error is better
     lo, hi = interval(reg, target, close, None)
     assert lo < float(np.mean((close - target) ** 2)) < hi
+
+
+def test_wl_features_are_invariant_to_node_order_and_separate_structures():
+    from highmodal.data.real.graphs import wl_histogram
+
+    def ring(n):
+        adj = np.zeros((n, n))
+        adj[np.arange(n), (np.arange(n) + 1) % n] = 1
+        return np.maximum(adj, adj.T)
+
+    def path(n):
+        adj = ring(n)
+        adj[0, n - 1] = adj[n - 1, 0] = 0
+        return adj
+
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    order = np.array([3, 0, 5, 1, 4, 2])
+    assert np.array_equal(wl_histogram(ring(6), labels, 3), wl_histogram(ring(6)[order][:, order], labels[order], 3))
+    assert not np.array_equal(wl_histogram(ring(6), labels, 3), wl_histogram(path(6), labels, 3))
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(5, 12, 120)
+    y = np.arange(120) % 2
+    wl = np.stack([wl_histogram(ring(n) if c else path(n), np.zeros(n, int), 3) for n, c in zip(sizes, y, strict=True)])
+    td = _task("g", {"x": np.zeros((120, 2, 1), np.float32)}, y, {"x": ModalitySpec("x", "graph", (2, 1))},
+               meta={"wl": wl})
+    assert BASELINES.get("wl_kernel_svm").applies(td)
+    assert skill_over_chance(td, "wl_kernel_svm") > 0.4

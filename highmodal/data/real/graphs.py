@@ -59,10 +59,13 @@ class GraphOptions:
     nodes in file order, with degree and RWSE still computed on the whole graph, so each kept token
     describes its node's place in the full structure. MUTAG (at most 28 nodes) is never truncated.
     ``walk_steps``: random-walk lengths in the RWSE (8, as in Dwivedi et al.'s molecular experiments).
+    ``wl_iterations``: rounds of the Weisfeiler-Lehman features kept for the graph-kernel baseline
+    (``SplitData.meta["wl"]``, over the full graphs; no model reads them).
     ``val_frac``/``test_frac``: fractions of all graphs."""
 
     max_nodes: int = 256
     walk_steps: int = 8
+    wl_iterations: int = 3
     val_frac: float = 0.1
     test_frac: float = 0.1
 
@@ -83,6 +86,27 @@ def random_walk_se(adj: np.ndarray, steps: int) -> np.ndarray:
 def structure_features(adj: np.ndarray, steps: int) -> np.ndarray:
     """Degree ⊕ RWSE: ``(n, 1 + steps)``."""
     return np.concatenate([adj.sum(axis=1, keepdims=True), random_walk_se(adj, steps)], axis=1)
+
+
+WL_DIM = 4096  # hashed Weisfeiler-Lehman label counts per graph
+
+
+def wl_histogram(adj: np.ndarray, labels: np.ndarray, iterations: int, dim: int = WL_DIM) -> np.ndarray:
+    """Weisfeiler-Lehman subtree features (Shervashidze et al. 2011): counts of every node label after
+    0..``iterations`` rounds of relabelling by (own label, sorted neighbour labels), hashed into
+    ``dim`` bins (stable across runs: labels are strings hashed with blake2b, not Python's hash)."""
+    import hashlib
+
+    out = np.zeros(dim, np.float32)
+    current = [str(v) for v in labels]
+    neighbours = [np.flatnonzero(row) for row in adj]
+    for it in range(iterations + 1):
+        for label in current:
+            digest = hashlib.blake2b(f"{it}:{label}".encode(), digest_size=8).digest()
+            out[int.from_bytes(digest, "little") % dim] += 1
+        current = [f"{current[i]}({','.join(sorted(current[j] for j in neighbours[i]))})" for i in range(len(adj))]
+        current = [hashlib.blake2b(c.encode(), digest_size=8).hexdigest() for c in current]
+    return out
 
 
 def _read(path: Path, dtype: type, cols: int) -> np.ndarray:
@@ -128,7 +152,7 @@ def _build_graphs(folder: Path, ds: str, extra: str, opts: GraphOptions) -> dict
     edge_graph = graph_of[edges[:, 0]]
     edge_starts = np.searchsorted(np.sort(edge_graph), np.arange(1, len(graph_y) + 2))
     edges = edges[np.argsort(edge_graph, kind="stable")]
-    seqs = []
+    seqs, wl = [], []
     for g in range(len(graph_y)):
         lo, hi = starts[g], starts[g + 1]
         local = edges[edge_starts[g]: edge_starts[g + 1]] - lo
@@ -137,19 +161,21 @@ def _build_graphs(folder: Path, ds: str, extra: str, opts: GraphOptions) -> dict
         adj = np.maximum(adj, adj.T)
         nodes = np.concatenate([one_hot[lo:hi], structure_features(adj, opts.walk_steps), node_extra[lo:hi]], axis=1)
         seqs.append(nodes[: opts.max_nodes])
+        wl.append(wl_histogram(adj, node_label[lo:hi], opts.wl_iterations))
     x, mask = pad_sequences(seqs, max(len(s) for s in seqs))
-    return {"x": x, "mask": mask, "y": graph_y, "nodes": np.diff(starts)}
+    return {"x": x, "mask": mask, "y": graph_y, "nodes": np.diff(starts), "wl": np.stack(wl)}
 
 
 def _load(ds: str, extra: str, opts: GraphOptions, entry: TaskEntry, ctx: LoadContext, what: str) -> TaskData:
     folder = require_root(ctx, DATASET) / ds
     files = [f"{ds}/{ds}_{k}.txt" for k in [*BASE_FILES, extra]]
     sums = verified_files(ctx, DATASET, files)
-    params = {"max_nodes": opts.max_nodes, "walk_steps": opts.walk_steps}
+    params = {"max_nodes": opts.max_nodes, "walk_steps": opts.walk_steps, "wl_iterations": opts.wl_iterations,
+              "wl_dim": WL_DIM}
     arrays = cached_arrays(ds.lower(), sums, params, lambda: _build_graphs(folder, ds, extra, opts))
     y, classes = encode_labels(arrays["y"], str(folder / f"{ds}_graph_labels.txt"))
     name = f"{ds.lower()}_graph"
-    splits = three_way(SplitData({name: arrays["x"]}, y, {name: arrays["mask"]}), None,
+    splits = three_way(SplitData({name: arrays["x"]}, y, {name: arrays["mask"]}, {"wl": arrays["wl"]}), None,
                        opts.val_frac / (1 - opts.test_frac), opts.test_frac, ctx.seed, stratify=True)
     truncated = int((arrays["nodes"] > opts.max_nodes).sum())
     if truncated:
