@@ -394,5 +394,5 @@ def strongest_simple(td: TaskData, names: list[str] | None = None, log=None) -> 
     values = compute_metrics(td.task, test.y, pred, probs)
     chance = chance_metrics(td.task, train.y, test.y, test.inputs)
     return {"model": best, "what": BASELINES.get(best).what, "metrics": values, "chance": chance,
-            "skill": skill(td.task, values, chance), "pred": pred, "probs": probs, "candidates": candidates,
-            "seconds": time.perf_counter() - t0}
+            "skill": skill(td.task, values, chance), "pred": pred, "probs": probs, "y": test.y,
+            "candidates": candidates, "seconds": time.perf_counter() - t0}

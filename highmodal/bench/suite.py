@@ -186,8 +186,9 @@ def run_suite(
     suite_name: str, out: Path, report_dir: Path | None, data_root: Path | None, quick: bool = False,
     overwrite: bool = False, progress: bool = True, command: str = "", log=print, reuse: Path | None = None,
 ) -> dict:
-    """``reuse``: a folder of earlier suite runs; HighMMT runs (a) and (b) finished there with the same
-    settings are evaluated instead of trained again (the report lists them)."""
+    """``reuse``: a folder of earlier suite runs; runs finished there with the same settings (HighMMT
+    (a) and (b), the extra models, cross-validation folds) are evaluated instead of trained again
+    (the report lists them)."""
     cfg, config_dir = load_suite_config(suite_name)
     names = {t.get("name") for t in cfg.tasks}
     if quick:
@@ -212,7 +213,9 @@ def run_suite(
         return evaluate_suite(load(run, exp.train.device), part, "test", exp.train.eval_batch_size,
                               exp.train.device, predictions=True)
 
-    def highmmt(exp: ExperimentConfig, rel: Path, part: TaskSuite) -> tuple[dict, dict]:
+    def trained(exp: ExperimentConfig, rel: Path, part: TaskSuite) -> tuple[dict, dict]:
+        """Test results (with predictions) and summary of ``exp``: reused from ``reuse / rel`` when a
+        finished run of the same settings is there, else trained into ``out / rel``."""
         found = reuse_run(exp, reuse / rel, part, log) if reuse is not None else None
         if found is not None:
             reused.append(str(reuse / rel))
@@ -221,12 +224,12 @@ def run_suite(
         return test_of(run, part, exp), summ
 
     log("(a) one HighMMT model for all tasks")
-    multi, multi_summary = highmmt(_experiment(cfg, "multitask", cfg.tasks), Path("multitask"), suite)
+    multi, multi_summary = trained(_experiment(cfg, "multitask", cfg.tasks), Path("multitask"), suite)
     single, single_summary, simple = {}, {}, {}
     for td in suite:
         name = td.task.name
         log(f"(b) HighMMT on {name} alone")
-        res, summ = highmmt(_experiment(cfg, name, [entries[name]]), Path("single") / name, TaskSuite([td]))
+        res, summ = trained(_experiment(cfg, name, [entries[name]]), Path("single") / name, TaskSuite([td]))
         single[name], single_summary[name] = res[name], summ
         log(f"(c) strongest simple baseline on {name}")
         simple[name] = strongest_simple(td, log=log)
@@ -236,9 +239,7 @@ def run_suite(
         extra_suite = suite_for(exp, config_dir, data_root)
         if quick:
             extra_suite = cap_suite(extra_suite, cfg.quick.max_train, cfg.quick.max_eval, cfg.seed)
-        run, _, extra_summary[label] = train_experiment(
-            exp, out / label, config_dir, data_root, overwrite, progress, log, suite=extra_suite)
-        extra_results[label] = test_of(run, extra_suite, exp)
+        extra_results[label], extra_summary[label] = trained(exp, Path(label), extra_suite)
 
     cross = {}
     for td in suite:
@@ -249,8 +250,8 @@ def run_suite(
         for fold in range(k):
             log(f"(b), (c) on {name}: fold {fold + 1} of {k}")
             part = fold_task(td, k, fold, cfg.cross_validation.val_frac, cfg.seed)
-            _, res, _ = train_experiment(_experiment(cfg, name, [entries[name]]), out / "cv" / name / f"fold{fold}",
-                                         config_dir, data_root, overwrite, progress, log, suite=TaskSuite([part]))
+            res, _ = trained(_experiment(cfg, name, [entries[name]]), Path("cv") / name / f"fold{fold}",
+                             TaskSuite([part]))
             primary = metric_names(td.task)[0]
             scores["highmmt_single"].append(res[name]["metrics"][primary])
             scores["simple_best"].append(strongest_simple(part)["metrics"][primary])
@@ -275,7 +276,7 @@ def run_suite(
             "models": {m: o["metrics"][primary] for m, o in outputs.items()}
             | {"classical": simple[t.name]["candidates"]["hgb"]["test"]},
             "skill": {m: o["skill"] for m, o in outputs.items()},
-            "ci": {m: list(interval(t, y, o["pred"], o["probs"], cfg.seed)) for m, o in outputs.items()},
+            "ci": {m: list(interval(t, o["y"], o["pred"], o["probs"], cfg.seed)) for m, o in outputs.items()},
             "simple_best_model": simple[t.name]["model"],
             "simple_candidates": simple[t.name]["candidates"],
             "multitask_vs_simple": paired(t, y, (multi[t.name]["pred"], multi[t.name]["probs"]),
@@ -433,7 +434,7 @@ def render_markdown(report: dict) -> str:
     ]
     if report.get("reused"):
         lines += [f"Runs evaluated rather than trained again (`--reuse`, same settings; their train times are "
-                  f"those runs' own): {len(report['reused'])} HighMMT runs from `{Path(report['reused'][0]).parent}`"
+                  f"those runs' own): {len(report['reused'])} runs from `{Path(report['reused'][0]).parent}`"
                   f"{' and its subfolders' if len(report['reused']) > 1 else ''}.", ""]
     if report.get("notes"):
         lines += [report["notes"].strip(), ""]

@@ -43,7 +43,7 @@ def evaluate_suite(
     tensors: dict[str, TaskTensors] | None = None, modalities: set[str] | None = None, predictions: bool = False,
 ) -> dict[str, dict]:
     """``{task: {"modalities", "metrics", "chance", "primary", "skill"}}`` on ``split``, plus the
-    rows' ``pred`` and ``probs`` arrays with ``predictions`` (for intervals and paired tests).
+    rows' ``pred``, ``probs`` and labels ``y`` with ``predictions`` (for intervals and paired tests).
 
     ``modalities`` restricts every task to those inputs (the others are withheld from the model);
     tasks left with none of their modalities are skipped."""
@@ -70,7 +70,7 @@ def evaluate_suite(
             "n": len(y),
         }
         if predictions:
-            results[t.name] |= {"pred": pred, "probs": probs}
+            results[t.name] |= {"pred": pred, "probs": probs, "y": y}
     return results
 
 
