@@ -60,8 +60,9 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
 
     suite = yaml.safe_load((Path(highmodal.__file__).parent / "configs" / "demo.yaml").read_text())
     suite["models"] = [{"label": "omnivec2", "model": {"name": "omnivec2", "preset": "small"},
-                        "train": {"balance": "dwa"}, "task_options": {"digits": {"val_frac": 0.2}}}]
-    suite["quick"] = {"tasks": ["digits", "basic_motions"], "epochs": 2, "max_train": 64, "max_eval": 64}
+                        "train": {"balance": "dwa"},
+                        "task_options": {"digits": {"val_frac": 0.2, "test_frac": 0.25}}}]  # other test rows
+    suite["quick"] = {"tasks": ["digits", "basic_motions"], "epochs": 2, "max_train": 64, "max_eval": 512}
     suite["cross_validation"] = {"tasks": ["digits"], "folds": 3}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"
@@ -79,7 +80,8 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
     assert (out / "cv" / "digits" / "fold2" / "model.safetensors").is_file()
     md = (out / "results.md").read_text()
     assert "| digits | 3 |" in md and "cross-validation over all rows" in md
-    assert "| (d) omnivec2 |" in md and "ONE omnivec2 model" in md and "digits: {'val_frac': 0.2}" in md
+    assert "| (d) omnivec2 |" in md and "ONE omnivec2 model" in md
+    assert "digits: {'val_frac': 0.2, 'test_frac': 0.25}" in md
     suite["models"][0]["task_options"] = {"nosuch": {}}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     proc = cli("suite", "--suite", str(tmp_path / "suite.yaml"), "--quick", "--out", str(tmp_path / "o2"))
