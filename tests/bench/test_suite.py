@@ -81,7 +81,7 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
     md = (out / "results.md").read_text()
     assert "| digits | 3 |" in md and "cross-validation over all rows" in md
     assert "| (d) omnivec2 |" in md and "ONE omnivec2 model" in md
-    assert "digits: {'val_frac': 0.2, 'test_frac': 0.25}" in md
+    assert "digits: {'test_frac': 0.25, 'val_frac': 0.2}" in md  # safe_dump sorts the keys
     suite["models"][0]["task_options"] = {"nosuch": {}}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     proc = cli("suite", "--suite", str(tmp_path / "suite.yaml"), "--quick", "--out", str(tmp_path / "o2"))
