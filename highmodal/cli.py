@@ -123,7 +123,7 @@ def cmd_evaluate(args) -> None:
     from highmodal.training.run import suite_for
 
     run_dir = Path(args.run_dir)
-    model = load(run_dir)
+    model = load(run_dir, options=_inference(args))
     cfg, config_dir = _run_config(run_dir)
     suite = suite_for(cfg, config_dir, _data(args))
     subset = set(args.modalities.split(",")) if args.modalities else None
@@ -133,8 +133,14 @@ def cmd_evaluate(args) -> None:
             raise HighmodalError(f"--modalities: {', '.join(sorted(subset - known))} not in the suite "
                                  f"(modalities: {', '.join(sorted(known))})")
     results = evaluate_suite(model, suite, args.split, cfg.train.eval_batch_size, modalities=subset)
-    default = run_dir / f"eval_{args.split}{'-' + '+'.join(sorted(subset)) if subset else ''}.json"
+    default = run_dir / (f"eval_{args.split}{'-' + '+'.join(sorted(subset)) if subset else ''}"
+                         f"{'-' + args.inference if args.inference else ''}.json")
     _report(results, args.split, run_dir, Path(args.json) if args.json else default)
+
+
+def _inference(args) -> dict | None:
+    """``--inference``: the OmniVec2 prediction path to use instead of the one the run was trained with."""
+    return {"inference": args.inference} if args.inference else None
 
 
 def cmd_predict(args) -> None:
@@ -148,7 +154,8 @@ def cmd_predict(args) -> None:
     if out.exists() and not args.overwrite:
         raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
     subset = args.modalities.split(",") if args.modalities else None
-    header, rows = predict_npz(load(args.run_dir), args.task, Path(args.input), modalities=subset)
+    header, rows = predict_npz(load(args.run_dir, options=_inference(args)), args.task, Path(args.input),
+                               modalities=subset)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -351,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--data-root", help="folder of shared datasets (default: $HIGHMODAL_DATA)")
         return sp
 
+    def inference(sp):
+        sp.add_argument("--inference", choices=["single", "self", "fused"],
+                        help="OmniVec2 prediction path (default: the run's model.inference)")
+
     def training(sp):
         sp.add_argument("--out", help="run directory (default: runs/<name>)")
         sp.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -373,12 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["train", "val", "test"])
     sp.add_argument("--json", help="where to write the metrics JSON (default: RUN_DIR/eval_<split>.json)")
     sp.add_argument("--modalities", help="comma-separated inputs to use; the others are withheld (robustness)")
+    inference(sp)
     sp = common(sub.add_parser("predict", help="predict one task on an .npz of inputs"), data=False)
     sp.add_argument("run_dir")
     sp.add_argument("--task", required=True)
     sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model)")
     sp.add_argument("--out", required=True, help="CSV to write")
     sp.add_argument("--modalities", help="comma-separated subset of the task's inputs to predict from")
+    inference(sp)
     sp.add_argument("--overwrite", action="store_true")
     sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs the strongest "
                                "simple baseline"))

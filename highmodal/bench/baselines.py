@@ -373,18 +373,20 @@ def primary_value(td: TaskData, split: SplitData, pred: np.ndarray, probs: np.nd
 def strongest_simple(td: TaskData, names: list[str] | None = None, log=None) -> dict:
     """Fit every applicable baseline on train, choose the best on validation, refit it on train +
     validation and score it on test. Returns the test ``metrics``, ``chance``, ``skill``, ``pred`` /
-    ``probs``, the winner (``model``), each candidate's validation and test value of the primary metric
+    ``probs``, the winner's validation scores from its train-only fit (``val_probs``, ``val_y``: what
+    a threshold is chosen on), the winner (``model``), each candidate's validation and test value of the primary metric
     (test from its train-only fit, for the record: it chooses nothing), and seconds."""
     t0 = time.perf_counter()
     train, val, test = (td.splits[s] for s in ("train", "val", "test"))
     higher = METRICS.get(metric_names(td.task)[0])[1]
-    candidates = {}
+    candidates, val_probs = {}, {}
     for name in (names or list(BASELINES)):
         if not BASELINES.get(name).applies(td):
             continue
         t1 = time.perf_counter()
         predict = BASELINES.get(name).fit(td, train)
-        candidates[name] = {"val": primary_value(td, val, *predict(val)),
+        val_pred, val_probs[name] = predict(val)
+        candidates[name] = {"val": primary_value(td, val, val_pred, val_probs[name]),
                             "test": primary_value(td, test, *predict(test)), "seconds": time.perf_counter() - t1}
         if log:
             log(f"  {td.task.name}: {name} validation {candidates[name]['val']:.4f} "
@@ -395,4 +397,5 @@ def strongest_simple(td: TaskData, names: list[str] | None = None, log=None) -> 
     chance = chance_metrics(td.task, train.y, test.y, test.inputs)
     return {"model": best, "what": BASELINES.get(best).what, "metrics": values, "chance": chance,
             "skill": skill(td.task, values, chance), "pred": pred, "probs": probs, "y": test.y,
-            "candidates": candidates, "seconds": time.perf_counter() - t0}
+            "val_probs": val_probs[best], "val_y": val.y, "candidates": candidates,
+            "seconds": time.perf_counter() - t0}

@@ -48,7 +48,7 @@ from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.samples import random_values
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.models.base import MultitaskModel, Piece
+from highmodal.models.base import MultitaskModel, Piece, piece_loss
 from highmodal.models.highmmt import resolve_config
 from highmodal.models.registry import MODELS, create_model
 from highmodal.registry import Registry
@@ -211,7 +211,8 @@ class Runner:
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.amp)
 
-    def outputs(self, batches: dict[str, dict[str, torch.Tensor]], train: bool) -> list[torch.Tensor]:
+    def outputs(self, batches: dict[str, dict[str, torch.Tensor]], train: bool
+                ) -> list[torch.Tensor | tuple[torch.Tensor, ...]]:
         """Logits of every task; through ``step_outputs`` for our models, as the trainer calls them.
         A pairwise workload trains on one modality piece per task, which the model fuses."""
         pairwise = train and self.workload.pairwise
@@ -225,7 +226,7 @@ class Runner:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             outs = self.outputs(batches, train=True)
-        loss = sum(t.weight * F.cross_entropy(out.float(), targets[t.name])
+        loss = sum(t.weight * piece_loss(lambda o, y: F.cross_entropy(o.float(), y), out, targets[t.name])
                    for t, out in zip(self.workload.tasks, outs, strict=True))
         loss.backward()
         self.optimizer.step()

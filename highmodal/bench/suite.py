@@ -19,7 +19,7 @@ import torch
 
 from highmodal import __version__
 from highmodal.bench.baselines import join, strongest_simple
-from highmodal.bench.stats import interval, paired
+from highmodal.bench.stats import interval, paired, wilson
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml, to_mapping
 from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
@@ -27,7 +27,7 @@ from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.config import HeterogeneityConfig
 from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import evaluate_suite
-from highmodal.training.metrics import METRICS, metric_names
+from highmodal.training.metrics import METRICS, metric_names, threshold_accuracy
 from highmodal.training.run import suite_for, train_experiment
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -209,9 +209,16 @@ def run_suite(
     reused: list[str] = []
 
     def test_of(run: Path, part: TaskSuite, exp: ExperimentConfig) -> dict:
-        """The saved model's test results with each row's predictions (for intervals and paired tests)."""
-        return evaluate_suite(load(run, exp.train.device), part, "test", exp.train.eval_batch_size,
-                              exp.train.device, predictions=True)
+        """The saved model's test results with each row's predictions (for intervals and paired tests);
+        AUROC tasks also get the validation scores (``val_probs``, ``val_y``) a threshold is chosen on."""
+        model = load(run, exp.train.device)
+        res = evaluate_suite(model, part, "test", exp.train.eval_batch_size, exp.train.device, predictions=True)
+        scored = [td for td in part if metric_names(td.task)[0] == "auroc"]
+        if scored:
+            for name, r in evaluate_suite(model, TaskSuite(scored), "val", exp.train.eval_batch_size,
+                                          exp.train.device, predictions=True).items():
+                res[name] |= {"val_probs": r["probs"], "val_y": r["y"]}
+        return res
 
     def trained(exp: ExperimentConfig, rel: Path, part: TaskSuite) -> tuple[dict, dict]:
         """Test results (with predictions) and summary of ``exp``: reused from ``reuse / rel`` when a
@@ -286,7 +293,9 @@ def run_suite(
             "train_seconds": {"highmmt_single": single_summary[t.name]["train_seconds"],
                               "simple_best": simple[t.name]["seconds"]},
             "reference": {"value": ref.value, "source": ref.source},
-        } | ({"cross_validation": cross[t.name]} if t.name in cross else {}))
+        } | ({"cross_validation": cross[t.name]} if t.name in cross else {})
+          | ({"threshold_accuracy": {m: at_val_threshold(o, y) for m, o in outputs.items()}}
+             if primary == "auroc" else {}))
     models = ("highmmt_multitask", "highmmt_single", "simple_best", *extra_results)
     verdicts = [r["multitask_vs_simple"]["verdict"] for r in rows]
     summary = {
@@ -320,6 +329,12 @@ def run_suite(
     return report
 
 
+def at_val_threshold(out: dict, y: np.ndarray) -> dict:
+    """Test accuracy (Wilson interval) of a binary scorer at the threshold its validation scores pick."""
+    cut, acc = threshold_accuracy(out["val_y"], out["val_probs"][:, 1], y, out["probs"][:, 1])
+    return {"threshold": cut, "accuracy": acc, "ci": list(wilson(round(acc * len(y)), len(y)))}
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
@@ -333,6 +348,11 @@ def _cell(r: dict, m: str, top: float) -> str:
     v, ci = r["models"][m], r.get("ci", {}).get(m)
     text = f"**{_fmt(v)}**" if v == top else _fmt(v)
     return text + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _column_name(model: str, extras: list[tuple[str, str, dict]]) -> str:
+    names = {"highmmt_multitask": "(a) multitask", "highmmt_single": "(b) per-task", "simple_best": "(c) simple best"}
+    return names.get(model) or next(f"({letter}) {label}" for letter, label, _ in extras if label == model)
 
 
 def render_markdown(report: dict) -> str:
@@ -392,6 +412,17 @@ def render_markdown(report: dict) -> str:
         cands = r["simple_candidates"]
         lines.append(f"| {r['task']} | {r['simple_best_model']} | {_fmt(cands[r['simple_best_model']]['val'])} | "
                      + ", ".join(f"{n} {_fmt(c['val'])}" for n, c in cands.items()) + " |")
+    thresholded = [r for r in report["tasks"] if "threshold_accuracy" in r]
+    if thresholded:
+        lines += ["", "Accuracy of the AUROC tasks at the threshold each model's validation scores pick (the "
+                  "cut with the highest validation accuracy; (c)'s scores on validation come from its train-only "
+                  "fit), with Wilson intervals:", "",
+                  "| task | " + " | ".join(_column_name(m, extras) for m in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for r in thresholded:
+            acc = r["threshold_accuracy"]
+            lines.append(f"| {r['task']} | " + " | ".join(
+                f"{_fmt(acc[m]['accuracy'])} [{acc[m]['ci'][0]:.3f}, {acc[m]['ci'][1]:.3f}]" for m in columns) + " |")
     folded = [r for r in report["tasks"] if "cross_validation" in r]
     if folded:
         lines += ["", "Stratified k-fold cross-validation over all rows, as these tasks' literature reports them "

@@ -3,8 +3,10 @@
 The ``omnivec2`` study is the paper's Table 12 on our data: modality-specific vs one unified
 tokenizer, and heads per modality × task vs one unified head; two more rows test the training
 claims of §3.2.1: pairwise two-stream steps vs single-stream steps over all tasks (HighMMT's
-staggered schedule), and DWA vs equal task weights. Each variant trains from scratch on the same
-capped suite (same samples and splits); seeds change only the initialisation and batch order.
+staggered schedule), and DWA vs equal task weights. The ``omnivec2_paths`` study compares ways of
+making the prediction path one that training optimises (``train_single``, ``inference``). Each
+variant trains from scratch on the same capped suite (same samples and splits); seeds change only
+the initialisation and batch order.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ STUDIES.register("omnivec2")([
     Variant("unified_both", "one unified tokenizer, one unified head", {"tokenizer": "unified", "head": "unified"}),
     Variant("single_stream", "no modality pairs: every task each step, single stream", train={"sampler": "staggered"}),
     Variant("equal_weights", "equal task weights instead of DWA", train={"balance": "equal"}),
+])
+STUDIES.register("omnivec2_paths")([
+    Variant("fused_then_single", "pairwise steps train the fused path only; predict single-stream h∘g∘f",
+            {"train_single": False, "inference": "single"}),
+    Variant("fused_then_self", "pairwise steps train the fused path only; predict each stream fused with itself",
+            {"train_single": False, "inference": "self"}),
+    Variant("both_then_single", "pairwise steps train the fused and the single-stream path; predict single-stream",
+            {"train_single": True, "inference": "single"}),
+    Variant("both_then_self", "pairwise steps train the fused and the self-fused path; predict self-fused",
+            {"train_single": True, "inference": "self"}),
+    Variant("single_stream", "no modality pairs: every task each step, single stream", train={"sampler": "staggered"}),
 ])
 
 
@@ -79,7 +92,7 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
     suite = cap_suite(suite_for(exp, config_dir, data_root), max_train, max_eval, cfg.seed)
     rows = []
     for v in chosen:
-        scores, params, seconds = [], 0, 0.0
+        scores, val_scores, params, seconds = [], [], 0, 0.0
         for seed in range(n_seeds):
             run_cfg = dataclasses.replace(
                 exp, name=f"{v.name}-{seed}", seed=seed,
@@ -93,9 +106,11 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
                 results, summary = found
             seconds += summary["train_seconds"]
             scores.append(100 * aggregate(results))
+            val_scores.append(100 * summary["best_val_score"])
             params = summary["params"]
-            log(f"{v.name} seed {seed}: test mean skill {scores[-1]:.2f}")
-        rows.append({"variant": v.name, "description": v.description, "scores": scores,
+            log(f"{v.name} seed {seed}: validation mean skill {val_scores[-1]:.2f}, test {scores[-1]:.2f}")
+        rows.append({"variant": v.name, "description": v.description, "scores": scores, "val_scores": val_scores,
+                     "val_mean": float(np.mean(val_scores)),
                      "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
                      "params": params, "seconds": seconds, "options": v.options, "train": v.train})
     report = {"command": command, "suite": suite_name, "study": study, "quick": quick, "seeds": n_seeds,
@@ -109,8 +124,9 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
 
 
 def markdown(report: dict) -> str:
-    lines = ["| variant | what changes | test mean skill (points) | seeds | parameters |", "|---|---|---:|---:|---:|"]
+    lines = ["| variant | what changes | validation mean skill (points) | test mean skill (points) | seeds | "
+             "parameters |", "|---|---|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        lines.append(f"| {r['variant']} | {r['description']} | {r['mean']:.2f} ± {r['std']:.2f} | "
-                     f"{len(r['scores'])} | {r['params']:,} |")
+        lines.append(f"| {r['variant']} | {r['description']} | {r['val_mean']:.2f} | {r['mean']:.2f} ± "
+                     f"{r['std']:.2f} | {len(r['scores'])} | {r['params']:,} |")
     return "\n".join(lines) + "\n"

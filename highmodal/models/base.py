@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +38,10 @@ class MultitaskModel(nn.Module):
                                  f"tasks: {', '.join(self.tasks)}")
         return self.tasks[name]
 
-    def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
-        """Raw head outputs for every piece of a training step (models that fuse pieces override)."""
+    def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor | tuple[torch.Tensor, ...]]:
+        """Raw head outputs for every piece of a training step (models that fuse pieces override).
+        A piece's output may be a tuple of outputs of several paths; its loss is then their mean
+        (``piece_loss``)."""
         return [self(p.batch, p.task) for p in pieces]
 
     def compile_step(self, **options) -> None:
@@ -66,3 +68,11 @@ class MultitaskModel(nn.Module):
             return self.postprocess(self(batch, task), task)
         finally:
             self.train(was_training)
+
+
+def piece_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               out: torch.Tensor | tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+    """A piece's training loss: ``loss`` of its output, or the mean over the paths of a tuple."""
+    if isinstance(out, tuple):
+        return torch.stack([loss(o, target) for o in out]).mean()
+    return loss(out, target)

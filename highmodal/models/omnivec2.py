@@ -10,16 +10,21 @@ There is no official code; the choices the paper leaves open, all configurable:
 * Fusion in: each stream's tokens attend to the other's (one shared residual cross-attention block
   used in both directions), and g reads the two results concatenated along the token axis.
 * Fusion back, written A(x̂_ij, x_i) in §3: g's tokens are the queries and attend to stream i's f
-  features, again residually. Because both cross-attentions are residual, dropping them is the
-  identity, so the single-stream inference path h∘g∘f (§3.2.3) is exactly the training graph with
-  the cross-attention removed; that is why the residual form was chosen.
+  features, again residually.
+* Single-stream inference h∘g∘f (§3.2.3) drops both fusion blocks. That is not the identity (each
+  block also holds a residual MLP) and heads trained only behind the fusion blocks do poorly on it,
+  so by default (``train_single``) every pairwise step also sends each stream through h∘g∘f with the
+  same head, and a piece's loss is the mean of its fused and single-stream losses: the path that
+  predicts is a path that training optimises. ``inference: self`` fuses a stream with itself
+  instead, which needs no extra training path. docs/omnivec2.md measures the options.
 * A head pools its stream's real tokens (max by default, ``pool: mean`` optional) and applies
   LayerNorm → Linear → GELU → Linear (the paper's ViT-Tiny heads are too large for our tasks).
   Max pooling learned faster from scratch: OmniVec2-tiny's MNIST loss after 200 steps was 1.10 with
   max and 1.69 with mean pooling.
 * A task with several modalities is predicted from each present modality alone and the head
-  outputs averaged (``inference: single``, the paper's path); ``inference: fused`` runs every pair of
-  present modalities through the two-stream graph instead.
+  outputs averaged (``inference: single``, the paper's path, or ``self``); ``inference: fused`` runs
+  every pair of present modalities through the two-stream graph instead (a one-modality task then
+  falls back to ``single``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.registry import register_model, resolve_preset
 from highmodal.nn.transformer import Block, Transformer, masked_max, masked_mean
 
-CHOICES = {"tokenizer": ("modality", "unified"), "head": ("task", "unified"), "inference": ("single", "fused"),
+CHOICES = {"tokenizer": ("modality", "unified"), "head": ("task", "unified"), "inference": ("single", "self", "fused"),
            "pool": ("max", "mean")}
 POOLS = {"max": masked_max, "mean": masked_mean}
 
@@ -58,7 +63,8 @@ class OmniVec2Config:
     dropout: float = 0.0
     tokenizer: str = "modality"  # "unified": one shared tokenizer (Table 12 ablation)
     head: str = "task"  # one head per modality × task; "unified": one shared head (Table 12 ablation)
-    inference: str = "single"
+    inference: str = "single"  # "self": each stream fused with itself; "fused": every pair of a task's modalities
+    train_single: bool = True  # pairwise steps also train h∘g∘f, the single-stream path
     pool: str = "max"  # how a head pools its stream's real tokens
     tokenizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-kind tokenizer options
 
@@ -156,6 +162,12 @@ class OmniVec2(MultitaskModel):
         fused_a, fused_b = self.g(torch.cat([ua, ub], 1), mask).split([xa.shape[1], xb.shape[1]], 1)
         return (self.fuse_out(fused_a, xa, ma), ma), (self.fuse_out(fused_b, xb, mb), mb)
 
+    def single(self, x: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The single-stream path after f: g alone (``inference: single``) or fused with itself (``self``)."""
+        if self.cfg.inference == "self":
+            return self.fuse(x, x)[0]
+        return self.g(*x), x[1]
+
     def head(self, z: tuple[torch.Tensor, torch.Tensor | None], task: str, modality: str) -> torch.Tensor:
         pooled = POOLS[self.cfg.pool](*z)
         if self.cfg.head == "task":
@@ -185,24 +197,25 @@ class OmniVec2(MultitaskModel):
                 za, zb = self.fuse(streams[a], streams[b])
                 outs += [self.head(za, task, a), self.head(zb, task, b)]
         else:
-            outs = [self.head((self.g(*streams[m]), streams[m][1]), task, m) for m in present]
+            outs = [self.head(self.single(streams[m]), task, m) for m in present]
         return torch.stack(outs).mean(0)
 
-    def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
+    def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor | tuple[torch.Tensor, ...]]:
         """Pairwise training (§3): two pieces, each one modality of one task, go through the fused
-        two-stream graph; a lone modality piece goes single-stream; a whole-task piece as ``forward``."""
+        two-stream graph, and with ``train_single`` also each through the single-stream path (a
+        piece's output is then the pair (fused, single), its loss their mean); a lone modality piece
+        goes single-stream; a whole-task piece as ``forward``."""
         if len(pieces) == 2 and all(p.modality is not None for p in pieces):
             a, b = pieces
-            za, zb = self.fuse(self.stream(a.batch, a.modality), self.stream(b.batch, b.modality))
-            return [self.head(za, a.task, a.modality), self.head(zb, b.task, b.modality)]
-        outs = []
-        for p in pieces:
-            if p.modality is None:
-                outs.append(self(p.batch, p.task))
-            else:
-                x, mask = self.stream(p.batch, p.modality)
-                outs.append(self.head((self.g(x, mask), mask), p.task, p.modality))
-        return outs
+            sa, sb = self.stream(a.batch, a.modality), self.stream(b.batch, b.modality)
+            za, zb = self.fuse(sa, sb)
+            fused = [self.head(za, a.task, a.modality), self.head(zb, b.task, b.modality)]
+            if not self.cfg.train_single:
+                return fused
+            return [(fused[0], self.head(self.single(sa), a.task, a.modality)),
+                    (fused[1], self.head(self.single(sb), b.task, b.modality))]
+        return [self(p.batch, p.task) if p.modality is None
+                else self.head(self.single(self.stream(p.batch, p.modality)), p.task, p.modality) for p in pieces]
 
     def compile_step(self, **options) -> None:
         """The shared parts, where OmniVec2's FLOPs are: f, its FC layers, the fusion blocks and g.

@@ -54,8 +54,9 @@ def untrained_parts(run_dir: str | Path) -> list[str]:
     return json.loads((Path(run_dir) / "model.json").read_text()).get("untrained", [])
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
-    """Restore a trained model from a run directory (safetensors + JSON only, no pickle)."""
+def load(run_dir: str | Path, device: str = "cpu", options: dict | None = None) -> MultitaskModel:
+    """Restore a trained model from a run directory (safetensors + JSON only, no pickle).
+    ``options`` replace architecture options that change no weight (OmniVec2's ``inference`` path)."""
     run_dir = Path(run_dir)
     meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
     pickles = sorted(p.name for p in run_dir.glob("*") if p.suffix in PICKLE_SUFFIXES)
@@ -79,7 +80,14 @@ def load(run_dir: str | Path, device: str = "cpu") -> MultitaskModel:
     try:
         specs = [ModalitySpec.from_dict(s) for s in meta["specs"]]
         tasks = [Task.from_dict(t) for t in meta["tasks"]]
-        model = create_model(meta["arch"], specs, tasks, preset=meta["preset"], **meta["config"])
+        config = meta["config"]
+    except (KeyError, TypeError) as e:
+        raise HighmodalError(f"{meta_path}: missing or malformed field {e}") from None
+    unknown = sorted(set(options or {}) - set(config))
+    if unknown:
+        raise HighmodalError(f"{meta_path}: a {meta['arch']} model has no option {', '.join(unknown)}")
+    try:
+        model = create_model(meta["arch"], specs, tasks, preset=meta["preset"], **(config | (options or {})))
     except (KeyError, TypeError) as e:
         raise HighmodalError(f"{meta_path}: missing or malformed field {e}") from None
     state = read_weights(weights, device)

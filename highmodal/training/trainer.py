@@ -19,7 +19,7 @@ from tqdm import tqdm
 from highmodal.config import TrainConfig
 from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.models.base import MultitaskModel, Piece
+from highmodal.models.base import MultitaskModel, Piece, piece_loss
 from highmodal.training import distributed, fsdp
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors, micro_batches
@@ -142,7 +142,7 @@ class Trainer:
                 parts = []
                 with autocast(self.device, self.cfg.amp):  # forward and loss; backward outside, as torch advises
                     for i, p, share, out in zip(keep, micro, shares, self.model.step_outputs(micro), strict=True):
-                        loss = LOSSES.get(self.model.task(p.task).target)(out, p.batch["target"])
+                        loss = piece_loss(LOSSES.get(self.model.task(p.task).target), out, p.batch["target"])
                         parts.append((i, loss, share))
                     total = sum(self.balancer.combine(pieces[i].task, loss) * share for i, loss, share in parts)
                 for i, loss, _ in parts:

@@ -62,7 +62,9 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
     suite["models"] = [{"label": "omnivec2", "model": {"name": "omnivec2", "preset": "small"},
                         "train": {"balance": "dwa"},
                         "task_options": {"digits": {"val_frac": 0.2, "test_frac": 0.25}}}]  # other test rows
-    suite["quick"] = {"tasks": ["digits", "basic_motions"], "epochs": 2, "max_train": 64, "max_eval": 512}
+    suite["tasks"] = [t | ({"metric": "auroc"} if t["name"] == "breast_cancer" else {}) for t in suite["tasks"]]
+    suite["quick"] = {"tasks": ["digits", "basic_motions", "breast_cancer"], "epochs": 2, "max_train": 64,
+                      "max_eval": 512}
     suite["cross_validation"] = {"tasks": ["digits"], "folds": 3}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"
@@ -73,14 +75,18 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
     run = json.loads((out / "omnivec2" / "model.json").read_text())
     assert run["arch"] == "omnivec2"
     metrics = [json.loads(line) for line in (out / "omnivec2" / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 2 and set(metrics[0]["loss_weights"]) == {"digits", "basic_motions"}
+    assert len(metrics) == 2 and set(metrics[0]["loss_weights"]) == {"digits", "basic_motions", "breast_cancer"}
+    cancer = next(r for r in report["tasks"] if r["task"] == "breast_cancer")
+    assert cancer["metric"] == "auroc" and set(cancer["threshold_accuracy"]) == {*MODELS, "omnivec2"} - {"classical"}
+    assert all(0.5 < a["accuracy"] <= 1 and a["ci"][0] <= a["accuracy"] for a in cancer["threshold_accuracy"].values())
+    assert not any("threshold_accuracy" in r for r in report["tasks"] if r["task"] != "breast_cancer")
     cv = report["tasks"][0]["cross_validation"]
     assert report["tasks"][0]["task"] == "digits" and cv["folds"] == 3 and "cross_validation" not in report["tasks"][1]
     assert all(len(cv[m]["values"]) == 3 and 0.1 < cv[m]["mean"] <= 1 for m in ("highmmt_single", "simple_best"))
     assert (out / "cv" / "digits" / "fold2" / "model.safetensors").is_file()
     md = (out / "results.md").read_text()
     assert "| digits | 3 |" in md and "cross-validation over all rows" in md
-    assert "| (d) omnivec2 |" in md and "ONE omnivec2 model" in md
+    assert "| (d) omnivec2 |" in md and "ONE omnivec2 model" in md and "| breast_cancer | 0." in md
     assert "digits: {'test_frac': 0.25, 'val_frac': 0.2}" in md  # safe_dump sorts the keys
     suite["models"][0]["task_options"] = {"nosuch": {}}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))

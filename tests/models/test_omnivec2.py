@@ -70,16 +70,40 @@ def test_single_stream_inference_never_uses_cross_attention(suite):
 def test_fused_path_mixes_the_two_streams(suite):
     model = model_for(suite)
     a, b = batch(suite, "digits"), batch(suite, "vowels")
-    out_a, out_b = model.step_outputs([Piece("digits", "digit_pixels", a), Piece("vowels", "lpc_cepstra", b)])
+    (out_a, single_a), (out_b, _) = model.step_outputs([Piece("digits", "digit_pixels", a),
+                                                        Piece("vowels", "lpc_cepstra", b)])
     other = batch(suite, "vowels", slice(6, 12))
-    again, _ = model.step_outputs([Piece("digits", "digit_pixels", a), Piece("vowels", "lpc_cepstra", other)])
+    (again, single_again), _ = model.step_outputs([Piece("digits", "digit_pixels", a),
+                                                   Piece("vowels", "lpc_cepstra", other)])
     assert not torch.allclose(out_a, again), "stream a's output must depend on stream b's input"
+    # the single-stream output trained beside it is the inference path, whatever the partner
+    torch.testing.assert_close(single_a, single_again)
+    torch.testing.assert_close(single_a, model(a, "digits"))
     (out_a.sum() + out_b.sum()).backward()
     for name in ("fuse_in", "fuse_out", "g", "f", "reduce"):
         grads = [p.grad for p in getattr(model, name).parameters()]
         assert all(g is not None and g.abs().sum() > 0 for g in grads), name
     assert model.heads["digits"]["digit_pixels"][1].weight.grad is not None
     assert model.heads["cancer"]["cell_nuclei"][1].weight.grad is None
+
+
+def test_fused_only_training_and_self_fusion_inference(suite):
+    model = model_for(suite, train_single=False, inference="self")
+    a, b = batch(suite, "digits"), batch(suite, "vowels")
+    outs = model.step_outputs([Piece("digits", "digit_pixels", a), Piece("vowels", "lpc_cepstra", b)])
+    assert all(isinstance(o, torch.Tensor) for o in outs)  # the fused path only
+    za, _ = model.fuse(model.stream(a, "digit_pixels"), model.stream(a, "digit_pixels"))
+    torch.testing.assert_close(model(a, "digits"), model.head(za, "digits", "digit_pixels"))
+
+
+def test_piece_loss_averages_the_paths():
+    from highmodal.models.base import piece_loss
+
+    y = torch.tensor([0, 1])
+    x, z = torch.randn(2, 3), torch.randn(2, 3)
+    ce = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(piece_loss(ce, (x, z), y), (ce(x, y) + ce(z, y)) / 2)
+    torch.testing.assert_close(piece_loss(ce, x, y), ce(x, y))
 
 
 def test_fused_inference_option(suite):

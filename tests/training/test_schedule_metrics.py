@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from highmodal.data.task import Task
-from highmodal.training.metrics import chance_metrics, compute_metrics, metric_names, skill
+from highmodal.training.metrics import chance_metrics, compute_metrics, metric_names, skill, threshold_accuracy
 from highmodal.training.schedule import staggered_schedule
 
 
@@ -76,6 +76,17 @@ def test_compute_metrics_values():
     assert out["auroc"] == pytest.approx(1.0)
     single = compute_metrics(BIN, np.array([1, 1]), np.array([1, 0]), probs[:2])
     assert np.isnan(single["auroc"]) and single["accuracy"] == pytest.approx(0.5)
+
+
+def test_threshold_accuracy_picks_the_cut_on_validation_only():
+    y_val, p_val = np.array([0, 0, 1, 1, 0]), np.array([0.1, 0.2, 0.6, 0.7, 0.65])
+    cut, acc = threshold_accuracy(y_val, p_val, np.array([0, 1, 1]), np.array([0.3, 0.5, 0.9]))
+    assert 0.2 < cut < 0.6  # 4/5 on validation; the lowest of the best cuts
+    assert acc == 1.0
+    _, acc = threshold_accuracy(y_val, p_val, np.array([0, 1]), np.array([0.62, 0.64]))
+    assert acc == 0.5  # a test score above the cut counts as 1 whatever its label: test chooses nothing
+    cut, _ = threshold_accuracy(np.array([1, 1]), np.array([0.2, 0.4]), np.array([1]), np.array([0.3]))
+    assert cut < 0.2  # every validation row positive: cut below all scores
 
 
 def test_skill_regression_is_fraction_of_chance_mae_removed():
