@@ -308,9 +308,11 @@ def cmd_transfer(args) -> None:
     config = Path(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"transfer-{config.stem}{'-quick' if args.quick else ''}"
     report = run_transfer(config, Path(args.pretrained), out, _data(args), args.quick, args.overwrite, args.reuse,
-                          not args.no_progress, "highmodal " + " ".join(args.argv))
+                          not args.no_progress, "highmodal " + " ".join(args.argv),
+                          parts=args.parts.split(",") if args.parts else None)
     print(markdown(report))
-    print(f"wrote {out / 'transfer.json'}, {out / 'transfer.md'} and {out / 'fewshot.png'}")
+    written = ["transfer.json", "transfer.md"] + (["fewshot.png"] if report["fewshot"] else [])
+    print("wrote " + ", ".join(str(out / name) for name in written))
 
 
 def cmd_modalities(args) -> None:
@@ -470,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output folder (default: runs/transfer-<config name>)")
     sp.add_argument("--quick", action="store_true", help="the config's quick settings and one seed: a smoke test")
     sp.add_argument("--reuse", action="store_true", help="evaluate fine-tuning runs already finished in --out")
+    sp.add_argument("--parts", help="comma-separated subset of finetune,fewshot,retrieval (default: transfer.parts)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
     bench = sub.add_parser("bench", help="benchmarks against the original implementations").add_subparsers(

@@ -5,7 +5,10 @@
 2. Few-shot, k labelled training examples per class of every task (k in all for regression): the
    whole model fine-tuned from each start, and linear probes on the frozen embeddings of a randomly
    initialised copy and of each pretrained stage.
-3. Cross-modal retrieval on paired test data with the same encoders and the fine-tuned models.
+3. Cross-modal retrieval on paired test data with the same encoders and the fine-tuned models, beside
+   the simple yardstick of ``bench.baselines.simple_retrieval``.
+
+``parts`` (config ``transfer.parts`` or ``--parts``) runs a subset of the three.
 
 Fine-tuning and the probes use the same capped splits; seeds change only initialisation and batch
 order (the pretrained weights are one run).
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from highmodal.bench.baselines import simple_retrieval
 from highmodal.bench.suite import cap_suite, reuse_run
 from highmodal.data.loaders import few_shot, fit_target_scale
 from highmodal.data.task import TaskSuite
@@ -29,7 +33,7 @@ from highmodal.models.registry import create_model
 from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import aggregate
 from highmodal.training.fewshot import fewshot
-from highmodal.training.pretrain import load_pretrain_config, pretraining_suite
+from highmodal.training.pretrain import TRANSFER_PARTS, load_pretrain_config, pretraining_suite
 from highmodal.training.retrieval import retrieve
 from highmodal.training.run import train_experiment
 
@@ -75,9 +79,13 @@ def _finetune(exp, suite: TaskSuite, label: str, init: Path | None, seeds: int, 
 
 def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path | None, quick: bool = False,
                  overwrite: bool = False, reuse: bool = False, progress: bool = True, command: str = "",
-                 log=print) -> dict:
+                 log=print, parts: list[str] | None = None) -> dict:
     cfg = load_pretrain_config(config_path, quick)
     t = cfg.transfer
+    parts = list(parts or t.parts)
+    for part in parts:
+        if part not in TRANSFER_PARTS:
+            raise HighmodalError(f"--parts: {part!r} is not one of {', '.join(TRANSFER_PARTS)}")
     if out.exists() and not overwrite and not reuse:
         raise HighmodalError(f"{out}: transfer output exists; pass --reuse to continue it or --overwrite to replace it")
     stages = pretrained_stages(pretrained)
@@ -92,10 +100,10 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
     starts = {"scratch": None, **stages}
     finetune = {label: _finetune(exp, suite, label, init, t.seeds, out / "finetune", suite_dir, data_root, reuse,
                                  overwrite, progress, log)
-                for label, init in starts.items()}
+                for label, init in starts.items()} if "finetune" in parts else {}
     shot_exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, epochs=t.shot_epochs))
     shot_runs = {}
-    for k in t.shots:
+    for k in t.shots if "fewshot" in parts else []:
         few = cap_suite(shot_suite(full, k, exp.seed), t.max_train, t.max_eval, exp.seed)
         for label, init in starts.items():
             row = _finetune(shot_exp, few, label, init, t.shot_seeds, out / f"shots{k}", suite_dir, data_root, reuse,
@@ -105,13 +113,15 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
     encoders = {"random_init": create_model("omnivec2", suite.specs, [td.task for td in suite],
                                             preset=exp.model.preset, **exp.model.options).eval()}
     encoders |= {label: load(path) for label, path in stages.items()}
-    shots = {label: fewshot(model, suite, t.shots, t.draws, cfg.seed) for label, model in encoders.items()}
+    shots = {label: fewshot(model, suite, t.shots, t.draws, cfg.seed)
+             for label, model in encoders.items()} if "fewshot" in parts else {}
     for label, curves in shots.items():
         log(f"few-shot {label}: " + ", ".join(f"k={k} {np.nanmean([c[k] for c in curves.values()]):.4f}"
                                             for k in t.shots))
     encoders |= {f"finetuned_{label}": load(out / "finetune" / label / "seed0") for label in finetune}
-    retrieval = {r.task: {label: retrieve(model, tasks[r.task], r.query, r.gallery, r.keep_target)
-                          for label, model in encoders.items()} for r in t.retrieval}
+    retrieval = {r.task: {"simple": simple_retrieval(tasks[r.task], r.query, r.gallery, r.keep_target)}
+                 | {label: retrieve(model, tasks[r.task], r.query, r.gallery, r.keep_target)
+                    for label, model in encoders.items()} for r in t.retrieval} if "retrieval" in parts else {}
     primary = "stage1_2" if "stage1_2" in stages else next(iter(stages))
     report = {
         "command": command,
@@ -121,7 +131,7 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
                       for task, rows in retrieval.items()},
         "retrieval_encoder": primary,
         "retrieval_pairs": {r.task: f"{r.query} -> {r.gallery}" for r in t.retrieval},
-        "quick": quick, "pretrained": str(pretrained),
+        "quick": quick, "pretrained": str(pretrained), "parts": parts,
         "pretrain_summary": json.loads((pretrained / "summary.json").read_text()),
         "settings": dataclasses.asdict(t), "epochs": exp.train.epochs, "model": dataclasses.asdict(exp.model),
         "finetune": finetune,
@@ -134,32 +144,39 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "transfer.json", json.dumps(report, indent=2))
     atomic_write_text(out / "transfer.md", markdown(report))
-    plot_fewshot(report, out / "fewshot.png")
+    if report["fewshot"]:
+        plot_fewshot(report, out / "fewshot.png")
     return report
 
 
 def markdown(report: dict) -> str:
-    lines = ["| start | test mean skill (points) | seeds |", "|---|---:|---:|"]
-    for label, row in report["finetune"].items():
-        lines.append(f"| {label} | {row['mean']:.2f} ± {row['std']:.2f} | {len(row['scores'])} |")
+    lines: list[str] = []
+    if report["finetune"]:
+        lines += ["| start | test mean skill (points) | seeds |", "|---|---:|---:|"]
+        for label, row in report["finetune"].items():
+            lines.append(f"| {label} | {row['mean']:.2f} ± {row['std']:.2f} | {len(row['scores'])} |")
+        lines.append("")
     shots = report["settings"]["shots"]
-    lines += ["", "| few-shot fine-tuning, start | " + " | ".join(f"k={k}" for k in shots) + " |",
-              "|---|" + "---:|" * len(shots)]
-    for label, row in report["fewshot_finetune"].items():
-        lines.append(f"| {label} | " + " | ".join(f"{row[k]:.2f}" for k in shots) + " |")
-    lines += ["", "| few-shot linear probe, encoder | " + " | ".join(f"k={k}" for k in shots) + " |",
-              "|---|" + "---:|" * len(shots)]
-    for label, row in report["fewshot"].items():
-        lines.append(f"| {label} | " + " | ".join(f"{row['mean'][k]:.4f}" for k in shots) + " |")
-    lines += ["", "| task | encoder | space | direction | R@1 | R@5 | R@10 | median rank | chance R@1 |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    if report["fewshot"]:
+        lines += ["| few-shot fine-tuning, start | " + " | ".join(f"k={k}" for k in shots) + " |",
+                  "|---|" + "---:|" * len(shots)]
+        for label, row in report["fewshot_finetune"].items():
+            lines.append(f"| {label} | " + " | ".join(f"{row[k]:.2f}" for k in shots) + " |")
+        lines += ["", "| few-shot linear probe, encoder | " + " | ".join(f"k={k}" for k in shots) + " |",
+                  "|---|" + "---:|" * len(shots)]
+        for label, row in report["fewshot"].items():
+            lines.append(f"| {label} | " + " | ".join(f"{row['mean'][k]:.4f}" for k in shots) + " |")
+        lines.append("")
+    if report["retrieval_all"]:
+        lines += ["| task | encoder | space | direction | R@1 | R@5 | R@10 | median rank | chance R@1 |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for task, rows in report["retrieval_all"].items():
         for label, spaces in rows.items():
             for space, dirs in spaces.items():
                 for direction, s in dirs.items():
                     lines.append(f"| {task} | {label} | {space} | {direction} | {s['R@1']:.3f} | {s['R@5']:.3f} | "
                                  f"{s['R@10']:.3f} | {s['median_rank']:.0f} | {s['chance_R@1']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).strip() + "\n"
 
 
 def plot_fewshot(report: dict, path: Path) -> None:

@@ -3,7 +3,8 @@
 Stage 1 (``stage1_loss``) masks one modality's tokens, encodes them with the modality's tokenizer
 and the shared f (+ its three FC layers), and a lightweight decoder predicts the masked tokens.
 Stage 2 (``stage2_loss``) masks two paired modalities, runs both through f, the cross-attention
-fusion and g, and decodes each stream from the fused path. The decoders exist only here: a stage's
+fusion and g, and decodes each stream from the fused path; ``contrastive_loss`` optionally also pulls
+the two streams' embeddings of the same rows together. The decoders exist only here: a stage's
 ``MaskedModeling`` is built around the model, trained, and dropped, keeping the model (the paper
 discards the decoders after each stage, so stage 2 starts with new ones).
 
@@ -233,6 +234,18 @@ class MaskedModeling(nn.Module):
         ea, eb = self.encode(batch_a, a, 2), self.encode(batch_b, b, 2)
         (za, _), (zb, _) = self.model.fuse((ea.h, ea.mask), (eb.h, eb.mask))
         return {a: self.loss(ea, a, za), b: self.loss(eb, b, zb)}
+
+    def contrastive_loss(self, batch_a: dict[str, torch.Tensor], a: str, batch_b: dict[str, torch.Tensor], b: str,
+                         temperature: float) -> torch.Tensor:
+        """Symmetric InfoNCE (CLIP, Radford et al. 2021) between the unmasked single-stream embeddings
+        g∘f of two modalities of the same rows: row i of ``a`` should be nearest to row i of ``b``
+        among the batch. It acts on ``embed``, the space that retrieval and linear probes read;
+        masked reconstruction alone never asks the two streams to meet there."""
+        za = nn.functional.normalize(self.model.embed(batch_a, a), dim=-1)
+        zb = nn.functional.normalize(self.model.embed(batch_b, b), dim=-1)
+        logits = za @ zb.T / temperature
+        target = torch.arange(len(za), device=za.device)
+        return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
 
 
 @STRATEGIES.register("drop")

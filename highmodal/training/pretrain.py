@@ -41,6 +41,7 @@ from highmodal.training.divergence import FiniteWatch
 from highmodal.training.trainer import warmup_cosine
 
 PAIRS = ("paired", "any")
+TRANSFER_PARTS = ("finetune", "fewshot", "retrieval")
 HEADS = ["heads", "unified_head"]  # never trained by pretraining: `train --init` starts them fresh
 
 
@@ -50,7 +51,10 @@ class StageConfig:
     pretrained (None: every task's); stage 2, the paired tasks (None: every task with >= 2 modalities).
     ``keep_target``: stage 2 uses only the rows of that label (``{roadscene: 1}``: same-scene pairs).
     ``pairs`` (stage 2): ``paired`` trains on the paired tasks only; ``any`` also on every other pair
-    of modalities with unrelated rows, as the paper's stage 2 does with its unpaired data sets."""
+    of modalities with unrelated rows, as the paper's stage 2 does with its unpaired data sets.
+    ``contrastive`` (stage 2): weight of a symmetric InfoNCE loss between the two streams' pooled
+    embeddings on units of the same rows, at ``temperature`` (0: masked reconstruction only, the
+    paper's objective; the paper does not align the streams' embeddings, so retrieval needs this)."""
 
     steps: int = 1000
     batch_size: int = 64
@@ -60,12 +64,15 @@ class StageConfig:
     tasks: list[str] | None = None
     keep_target: dict[str, int] = dataclasses.field(default_factory=dict)
     pairs: str = "paired"
+    contrastive: float = 0.0
+    temperature: float = 0.07
 
     def __post_init__(self) -> None:
         if self.pairs not in PAIRS:
             raise HighmodalError(f"pretrain stage: pairs {self.pairs!r} is not one of {', '.join(PAIRS)}")
         for key, ok in {"steps": self.steps >= 0, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
-                        "weight_decay": self.weight_decay >= 0, "warmup_frac": 0 <= self.warmup_frac < 1}.items():
+                        "weight_decay": self.weight_decay >= 0, "warmup_frac": 0 <= self.warmup_frac < 1,
+                        "contrastive": self.contrastive >= 0, "temperature": self.temperature > 0}.items():
             if not ok:
                 raise HighmodalError(f"pretrain stage: {key} = {getattr(self, key)!r} is out of range")
 
@@ -84,7 +91,8 @@ class RetrievalPair:
 class TransferSettings:
     """``highmodal transfer``: fine-tuning on a capped suite over ``seeds``; few-shot with ``shots``
     labelled examples per class, by fine-tuning every task for ``shot_epochs`` (over ``shot_seeds``)
-    and by linear probes on frozen embeddings (``draws`` random draws each); and retrieval."""
+    and by linear probes on frozen embeddings (``draws`` random draws each); and retrieval. ``parts``:
+    which of the three to run."""
 
     seeds: int = 3
     max_train: int = 256
@@ -95,6 +103,7 @@ class TransferSettings:
     shot_seeds: int = 1
     draws: int = 5
     retrieval: list[RetrievalPair] = dataclasses.field(default_factory=list)
+    parts: list[str] = dataclasses.field(default_factory=lambda: list(TRANSFER_PARTS))
 
 
 @dataclasses.dataclass
@@ -268,6 +277,9 @@ def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number:
             losses = {mods[0]: mm.stage1_loss(batches[0], mods[0])}
         else:
             losses = mm.stage2_loss(batches[0], mods[0], batches[1], mods[1])
+            if stage.contrastive and batches[0] is batches[1]:
+                losses[f"{mods[0]}~{mods[1]}"] = stage.contrastive * mm.contrastive_loss(
+                    batches[0], mods[0], batches[1], mods[1], stage.temperature)
         total = sum(losses.values())
         nonfinite = ~torch.isfinite(torch.stack([*losses.values(), total]).detach())
         opt.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from highmodal.bench.baselines import BASELINES, gradient_correlation, strongest_simple
+from highmodal.bench.baselines import BASELINES, gradient_correlation, simple_retrieval, strongest_simple
 from highmodal.bench.stats import interval, paired, wilson
 from highmodal.data import LoadContext, build_suite
 from highmodal.data.real.common import patchify
@@ -116,6 +116,18 @@ def test_gradient_correlation_pairs_aligned_images():
     assert skill_over_chance(td, "gradient_correlation") > 0.3
     same = gradient_correlation(images[:5], images[:5])
     assert np.allclose(same, 1.0)
+    found = simple_retrieval(td, "ir", "vis", keep_target=1)["gradient_correlation"]
+    test_pairs = int((td.splits["test"].y == 1).sum())
+    assert found["forward"]["pairs"] == test_pairs
+    assert found["forward"]["R@1"] > 10 / test_pairs and found["backward"]["R@1"] > 10 / test_pairs
+
+
+def test_simple_retrieval_off_images_is_cca_on_features(packaged):
+    td = packaged["motions"]
+    found = simple_retrieval(td, "accelerometer", "gyroscope")
+    assert set(found) == {"cca_features"}
+    forward = found["cca_features"]["forward"]
+    assert forward["pairs"] == len(td.splits["test"]) and 0 <= forward["R@1"] <= forward["R@10"] <= 1
 
 
 def test_the_winner_is_chosen_on_validation_only(packaged):

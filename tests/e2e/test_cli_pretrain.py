@@ -20,7 +20,7 @@ SUITE = {
 PRETRAIN = {
     "suite": "suite.yaml", "model": "omnivec2", "log_every": 5,
     "stage1": {"steps": 15, "batch_size": 16},
-    "stage2": {"steps": 6, "batch_size": 8, "tasks": ["motions"]},
+    "stage2": {"steps": 6, "batch_size": 8, "tasks": ["motions"], "contrastive": 0.5},
     "masking": {"image": {"ratio": 0.75}},
     "transfer": {"seeds": 2, "max_train": 64, "max_eval": 64, "epochs": 1, "shots": [1, 3], "shot_epochs": 1,
                  "draws": 2,
@@ -48,7 +48,7 @@ def test_pretrain_writes_both_stages(pretrained):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["step"]) for r in records] == [(1, 5), (1, 10), (1, 15), (2, 5), (2, 6)]
     assert set(records[0]["loss"]) <= {"digit_pixels", "accelerometer", "gyroscope", "cell_nuclei"}
-    assert set(records[-1]["loss"]) == {"accelerometer", "gyroscope"}
+    assert set(records[-1]["loss"]) == {"accelerometer", "gyroscope", "accelerometer~gyroscope"}
     summary = json.loads((run / "summary.json").read_text())
     masking = summary["stages"]["1"]["masking"]
     assert masking["digit_pixels"] == {"strategy": "drop", "ratio": 0.75, "norm_targets": True}
@@ -93,6 +93,20 @@ def test_transfer_reports_the_schema(pretrained, cli):
                 cwd=root, check=True)
     assert "fine-tune scratch seed 1" in again.stdout + again.stderr
     assert json.loads((root / "tr" / "transfer.json").read_text())["suite_mean"] == report["suite_mean"]
+    assert set(report["retrieval_all"]["motions"]["simple"]) == {"cca_features"}
+
+
+def test_transfer_runs_only_the_parts_asked_for(pretrained, cli):
+    root, _ = pretrained
+    proc = cli("transfer", "--config", "pre.yaml", "--pretrained", "run", "--out", "only", "--parts", "retrieval",
+               "--no-progress", cwd=root, check=True)
+    report = json.loads((root / "only" / "transfer.json").read_text())
+    assert report["parts"] == ["retrieval"] and report["finetune"] == {} and report["fewshot"] == {}
+    assert set(report["retrieval_all"]["motions"]) == {"simple", "random_init", "stage1", "stage1_2"}
+    assert not (root / "only" / "finetune").exists() and not (root / "only" / "fewshot.png").exists()
+    assert "| motions | stage1_2 | raw | forward |" in proc.stdout
+    proc = cli("transfer", "--config", "pre.yaml", "--pretrained", "run", "--out", "bad", "--parts", "probe", cwd=root)
+    assert proc.returncode != 0 and "--parts: 'probe' is not one of finetune, fewshot, retrieval" in proc.stderr
 
 
 def test_bad_input_names_the_field_and_keeps_the_run(pretrained, cli):

@@ -142,6 +142,29 @@ def test_stage2_scores_both_streams():
     assert mm.model.fuse_in.attn.to_q.weight.grad is not None and mm.model.g.blocks[0].attn.to_q.weight.grad is not None
 
 
+def test_contrastive_loss_aligns_the_streams_embeddings():
+    """A few steps on the InfoNCE loss of one batch of pairs make each row's two embeddings each
+    other's nearest neighbours, which masked reconstruction never asks for."""
+    mm = MaskedModeling(model(), ["img", "seq"])
+    g = torch.Generator().manual_seed(1)
+    b = {"img": torch.randn(16, 4, 4, 4, generator=g), "seq": torch.randn(16, 16, 3, generator=g)}
+
+    def top1() -> float:
+        with torch.no_grad():
+            a = torch.nn.functional.normalize(mm.model.embed(b, "img"), dim=-1)
+            s = torch.nn.functional.normalize(mm.model.embed(b, "seq"), dim=-1)
+        return float(((a @ s.T).argmax(1) == torch.arange(16)).float().mean())
+
+    before = top1()
+    opt = torch.optim.Adam(mm.parameters(), lr=1e-3)
+    for _ in range(40):
+        loss = mm.contrastive_loss(b, "img", b, "seq", temperature=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert before < 0.5 and top1() == 1.0
+
+
 @pytest.mark.parametrize("modality", ["seq", "words", "pts", "nodes", "img"])
 def test_scored_slots_are_the_predicted_tokens(modality):
     """The host-sized slots hold every predicted token once and nothing else counts in the loss."""
