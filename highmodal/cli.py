@@ -148,14 +148,14 @@ def cmd_predict(args) -> None:
 
     from highmodal.fileio import atomic_write_text
     from highmodal.training.checkpoint import load
-    from highmodal.training.predict import predict_npz
+    from highmodal.training.predict import predict_file, training_entry
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
     subset = args.modalities.split(",") if args.modalities else None
-    header, rows = predict_npz(load(args.run_dir, options=_inference(args)), args.task, Path(args.input),
-                               modalities=subset)
+    header, rows = predict_file(load(args.run_dir, options=_inference(args)), args.task, Path(args.input),
+                                modalities=subset, entry=training_entry(Path(args.run_dir), args.task))
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -348,6 +348,20 @@ def cmd_datasets(args) -> None:
         print("  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)), r[3]]))
 
 
+def cmd_config(args) -> None:
+    from highmodal.config import ExperimentConfig, reference
+    from highmodal.data.loaders import LOADERS, TaskEntry
+
+    sources = args.source.split(",") if args.source else list(LOADERS)
+    lines = ["# A train config (YAML): the top-level keys, then each task entry's keys by source.", ""]
+    lines += [*reference(ExperimentConfig), "", "# tasks[i], every source:", *reference(TaskEntry, "  ")]
+    for name in sources:
+        loader = LOADERS.get(name)
+        lines += ["", f"# tasks[i] with source: {name} ({loader.description})"]
+        lines += reference(loader.options, "  ")
+    print("\n".join(lines))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="highmodal", description="Train one model across many modalities and tasks.")
     p.add_argument("--version", action="version", version=f"highmodal {__version__}")
@@ -387,10 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", help="where to write the metrics JSON (default: RUN_DIR/eval_<split>.json)")
     sp.add_argument("--modalities", help="comma-separated inputs to use; the others are withheld (robustness)")
     inference(sp)
-    sp = common(sub.add_parser("predict", help="predict one task on an .npz of inputs"), data=False)
+    sp = common(sub.add_parser("predict", help="predict one task on new inputs (an .npz named by modality, "
+                                                 "or a file in the task's training format)"), data=False)
     sp.add_argument("run_dir")
     sp.add_argument("--task", required=True)
-    sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model)")
+    sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model), or "
+                    "a file as the task was trained from: its .npz layout, a .ts file, a manifest CSV/JSONL")
     sp.add_argument("--out", required=True, help="CSV to write")
     sp.add_argument("--modalities", help="comma-separated subset of the task's inputs to predict from")
     inference(sp)
@@ -475,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--parts", help="comma-separated subset of finetune,fewshot,retrieval (default: transfer.parts)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-progress", action="store_true")
+    sp = common(sub.add_parser("config", help="every config key with its type and default, read from the code"),
+                data=False)
+    sp.add_argument("--reference", action="store_true", help="print the reference (the default and only view)")
+    sp.add_argument("--source", help="only these data sources' task keys (comma-separated), e.g. ts,tu,npz")
     bench = sub.add_parser("bench", help="benchmarks against the original implementations").add_subparsers(
         dest="bench_command", required=True)
     sp = common(bench.add_parser("speed", help="train/inference samples per second, model FLOPs, peak memory and "
@@ -535,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                      "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,
                      "pareto": cmd_study, "probe": cmd_probe, "pretrain": cmd_pretrain,
-                     "transfer": cmd_transfer, "variants": cmd_variants, "modalities": cmd_modalities,
+                     "transfer": cmd_transfer, "config": cmd_config, "variants": cmd_variants,
+                     "modalities": cmd_modalities,
                      "datasets": cmd_datasets, "export": cmd_export, "bench": cmd_bench}.items():
         sub.choices[name].set_defaults(func=fn)
     return p
@@ -545,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if not sys.stderr.isatty() and hasattr(args, "no_progress"):
+        args.no_progress = True  # progress bars would flood a redirected log
     import highmodal.data  # noqa: F401  (registers the data sources)
 
     try:
@@ -557,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `highmodal evaluate RUN | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

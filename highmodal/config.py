@@ -7,6 +7,7 @@ where user-written configuration is checked, so every command reports problems t
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -193,7 +194,8 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class ExperimentConfig:
-    """A whole run: which tasks (each a loader ``source`` plus its options), which model, how to train."""
+    """A whole run: which tasks (each a loader ``source`` plus its options), which model, how to train.
+    ``name`` defaults to the config file's stem."""
 
     name: str
     tasks: list[dict[str, Any]]
@@ -203,4 +205,42 @@ class ExperimentConfig:
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    return from_mapping(ExperimentConfig, read_yaml(path), str(path))
+    """The YAML at ``path``; ``name`` defaults to the file's stem."""
+    raw = read_yaml(path)
+    if isinstance(raw, dict) and "name" not in raw:
+        raw = {"name": Path(path).stem, **raw}
+    return from_mapping(ExperimentConfig, raw, str(path))
+
+
+def _type_name(tp: Any) -> str:
+    text = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
+    return text or re.sub(r"\b[a-z_][\w]*\.", "", str(tp))
+
+
+def _nested(tp: Any) -> type | None:
+    """The dataclass inside a field's type (``X``, ``X | None``, ``dict[str, X]``), if any."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    return next((found for arg in typing.get_args(tp) if (found := _nested(arg)) is not None), None)
+
+
+def reference(cls: type, prefix: str = "") -> list[str]:
+    """Every key of dataclass ``cls`` as ``key: type = default``, nested dataclasses expanded under
+    their key, each class's docstring first: the config reference, read from the code itself."""
+    hints = typing.get_type_hints(cls)
+    lines = [f"{prefix}# {line.strip()}" for line in (cls.__doc__ or "").strip().splitlines()
+             if line.strip() and not cls.__doc__.startswith(f"{cls.__name__}(")]
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if f.default is not dataclasses.MISSING:
+            default = f" = {f.default!r}"
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            default = "" if dataclasses.is_dataclass(value) else f" = {value!r}"
+        else:
+            default = "  (required)"
+        lines.append(f"{prefix}{f.name}: {_type_name(tp)}{default}")
+        nested = _nested(tp)
+        if nested is not None:
+            lines += reference(nested, prefix + "  ")
+    return lines

@@ -65,6 +65,10 @@ class TargetField:
 
 @dataclass
 class NpzOptions:
+    """``path``: the .npz (relative to the config file); ``split_key``: an optional array of
+    train/val/test strings; what it leaves out (or all, without one) is carved from train:
+    ``test_frac`` then ``val_frac`` of the rows, stratified for classification, with the run seed."""
+
     path: str
     modalities: dict[str, ModalityField]
     target: TargetField
@@ -75,7 +79,9 @@ class NpzOptions:
 
 @dataclass
 class CsvOptions:
-    """A table: each feature column is one token of the ``modality`` (kind tabular)."""
+    """A table: each feature column is one token of the ``modality`` (kind tabular). ``features``:
+    the columns to use (default: all but target and split); ``split_column``: optional
+    train/val/test strings, the rest carved as for ``npz``; ``categorical``: columns coded by value."""
 
     path: str
     target: TargetField
@@ -92,7 +98,7 @@ def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
         raise HighmodalError(f"{where}: {value!r} is not one of {', '.join(choices)}")
 
 
-def _labels(raw: np.ndarray, target: TargetField, where: str) -> tuple[np.ndarray, list[str], int]:
+def read_labels(raw: np.ndarray, target: TargetField, where: str) -> tuple[np.ndarray, list[str], int]:
     """Targets → (y, class names, out_dim), with range and type checks naming ``where``."""
     _check_choice(target.kind, TARGETS, f"{where}: target.kind")
     if target.kind == "regression":
@@ -112,14 +118,22 @@ def _labels(raw: np.ndarray, target: TargetField, where: str) -> tuple[np.ndarra
         if len(bad):
             raise HighmodalError(f"{where}: label {int(bad[0])} is out of range 0..{target.num_classes - 1} "
                                  f"(target.num_classes = {target.num_classes})")
+        absent = sorted(set(range(target.num_classes)) - set(np.unique(raw).tolist()))
+        if absent:
+            raise HighmodalError(f"{where}: target.num_classes = {target.num_classes} but class(es) "
+                                 f"{', '.join(map(str, absent))} have no rows; give the number of classes the "
+                                 "labels hold")
         return raw.astype(np.int64), [str(i) for i in range(target.num_classes)], target.num_classes
     y, names = encode_labels(raw, where)
+    if target.num_classes is not None and target.num_classes != len(names):
+        raise HighmodalError(f"{where}: target.num_classes = {target.num_classes} but the labels hold "
+                             f"{len(names)} distinct values ({', '.join(names[:10])})")
     if len(names) < 2:
         raise HighmodalError(f"{where}: classification needs at least 2 distinct labels, found {names}")
     return y, names, len(names)
 
 
-def _splits(data: SplitData, split: np.ndarray | None, opts, stratify: bool, seed: int, where: str):
+def assign_splits(data: SplitData, split: np.ndarray | None, opts, stratify: bool, seed: int, where: str):
     """Use the file's split labels where given; carve what is missing from train."""
     if split is None:
         parts = {"train": data}
@@ -164,7 +178,7 @@ def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
 
     if not opts.modalities:
         raise HighmodalError(f"{path}: task {entry.name!r} lists no modalities")
-    y, class_names, out_dim = _labels(get(opts.target.key, "target"), opts.target, f"{path} [{opts.target.key}]")
+    y, class_names, out_dim = read_labels(get(opts.target.key, "target"), opts.target, f"{path} [{opts.target.key}]")
     inputs, masks, specs, modes = {}, {}, {}, {}
     for name, m in opts.modalities.items():
         where = f"{path} [modality {name!r}, key {m.key!r}]"
@@ -198,7 +212,7 @@ def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
             raise HighmodalError(f"{path}: modality {name!r} has {len(x)} samples but the target has {len(y)}")
     if split is not None and len(split) != len(y):
         raise HighmodalError(f"{path}: split array {opts.split_key!r} has {len(split)} entries, expected {len(y)}")
-    splits = _splits(data, split, opts, opts.target.kind == "classification", ctx.seed, str(path))
+    splits = assign_splits(data, split, opts, opts.target.kind == "classification", ctx.seed, str(path))
     task = make_task(entry, list(opts.modalities), opts.target.kind, out_dim, class_names, f"from {path.name}")
     return fit_normalization(TaskData(task, specs, splits, str(path)), modes)
 
@@ -237,9 +251,9 @@ def load_csv(opts: CsvOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     if raw.isna().any():
         raise HighmodalError(f"{path}: target column {opts.target.key!r} has missing values")
     raw_y = raw.to_numpy() if pd.api.types.is_numeric_dtype(raw) else raw.astype(str).to_numpy()
-    y, class_names, out_dim = _labels(raw_y, opts.target, f"{path} [{opts.target.key}]")
+    y, class_names, out_dim = read_labels(raw_y, opts.target, f"{path} [{opts.target.key}]")
     split = df[opts.split_column].to_numpy() if opts.split_column else None
-    splits = _splits(SplitData({opts.modality: x}, y), split, opts, opts.target.kind == "classification",
+    splits = assign_splits(SplitData({opts.modality: x}, y), split, opts, opts.target.kind == "classification",
                      ctx.seed, str(path))
     task = make_task(entry, [opts.modality], opts.target.kind, out_dim, class_names, f"from {path.name}")
     specs = {opts.modality: spec(opts.modality, "tabular", x.shape[1:])}

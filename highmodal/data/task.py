@@ -125,6 +125,25 @@ class TaskData:
                     if mask.shape[0] != len(data.y) or not mask.reshape(len(mask), -1).any(axis=1).all():
                         raise HighmodalError(f"{where}: mask of {m!r} is misshapen or marks a sample empty")
             check_targets(t, data.y, where)
+        if t.is_classification:
+            self._check_classes(src)
+
+    def _check_classes(self, src: str) -> None:
+        """Training must hold at least two classes, and every class that validation or test holds."""
+        t = self.task
+
+        def named(ids) -> str:
+            return ", ".join(repr(t.class_names[i]) if i < len(t.class_names) else str(i) for i in ids)
+
+        trained = set(np.unique(self.splits["train"].y).tolist())
+        if len(trained) < 2:
+            raise HighmodalError(f"{src}: task {t.name!r} has one class in its training split ({named(trained)}); "
+                                 "classification needs at least two")
+        for split in ("val", "test"):
+            unseen = sorted(set(np.unique(self.splits[split].y).tolist()) - trained)
+            if unseen:
+                raise HighmodalError(f"{src} [{split}]: task {t.name!r} has class(es) {named(unseen)} with no "
+                                     "training rows; the model could never predict them")
 
 
 def check_targets(task: Task, y: np.ndarray, where: str) -> None:

@@ -236,16 +236,33 @@ class MaskedModeling(nn.Module):
         return {a: self.loss(ea, a, za), b: self.loss(eb, b, zb)}
 
     def contrastive_loss(self, batch_a: dict[str, torch.Tensor], a: str, batch_b: dict[str, torch.Tensor], b: str,
-                         temperature: float) -> torch.Tensor:
+                         temperature: float, tokens: bool = False) -> torch.Tensor:
         """Symmetric InfoNCE (CLIP, Radford et al. 2021) between the unmasked single-stream embeddings
         g∘f of two modalities of the same rows: row i of ``a`` should be nearest to row i of ``b``
         among the batch. It acts on ``embed``, the space that retrieval and linear probes read;
-        masked reconstruction alone never asks the two streams to meet there."""
-        za = nn.functional.normalize(self.model.embed(batch_a, a), dim=-1)
-        zb = nn.functional.normalize(self.model.embed(batch_b, b), dim=-1)
+        masked reconstruction alone never asks the two streams to meet there. ``tokens``: where both
+        streams have the same unmasked token grid (aligned images), the similarity is the mean cosine
+        of the tokens at the same positions (a dense, position-wise match) instead of the pooled one."""
+        za, zb = token_similarity_inputs(self.model, batch_a, a, batch_b, b, tokens)
         logits = za @ zb.T / temperature
         target = torch.arange(len(za), device=za.device)
         return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+
+
+def token_similarity_inputs(model: OmniVec2, batch_a: dict[str, torch.Tensor], a: str,
+                            batch_b: dict[str, torch.Tensor], b: str, tokens: bool
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row vectors whose dot products are the contrastive similarities: unit pooled embeddings, or
+    (``tokens`` and equal unmasked grids) unit tokens flattened and scaled by 1/sqrt(N), so a dot
+    product is the mean position-wise cosine."""
+    if tokens:
+        (ta, ma), (tb, mb) = model.embed_tokens(batch_a, a), model.embed_tokens(batch_b, b)
+        if ma is None and mb is None and ta.shape[1] == tb.shape[1]:
+            scale = ta.shape[1] ** -0.5
+            return (nn.functional.normalize(ta, dim=-1).flatten(1) * scale,
+                    nn.functional.normalize(tb, dim=-1).flatten(1) * scale)
+    return (nn.functional.normalize(model.embed(batch_a, a), dim=-1),
+            nn.functional.normalize(model.embed(batch_b, b), dim=-1))
 
 
 @STRATEGIES.register("drop")

@@ -174,6 +174,11 @@ class OmniVec2(MultitaskModel):
             return self.heads[task][modality](pooled)
         return self.unified_head(pooled, task)
 
+    def embed_tokens(self, batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Single-stream token embeddings g∘f before pooling: ``(B, N, fusion_dim)`` and the key mask."""
+        x, mask = self.stream(batch, modality)
+        return self.g(x, mask), mask
+
     def embed(self, batch: dict[str, torch.Tensor], modality: str, tokenizer: nn.Module | None = None) -> torch.Tensor:
         """Single-stream embedding g∘f, mean-pooled: ``(B, fusion_dim)`` (what a linear probe reads).
         ``tokenizer`` replaces the modality's own, for a modality the model was not trained on."""

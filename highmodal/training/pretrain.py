@@ -54,7 +54,8 @@ class StageConfig:
     of modalities with unrelated rows, as the paper's stage 2 does with its unpaired data sets.
     ``contrastive`` (stage 2): weight of a symmetric InfoNCE loss between the two streams' pooled
     embeddings on units of the same rows, at ``temperature`` (0: masked reconstruction only, the
-    paper's objective; the paper does not align the streams' embeddings, so retrieval needs this)."""
+    paper's objective; the paper does not align the streams' embeddings, so retrieval needs this);
+    ``contrastive_tokens``: position-wise token similarity where the two token grids match."""
 
     steps: int = 1000
     batch_size: int = 64
@@ -66,6 +67,7 @@ class StageConfig:
     pairs: str = "paired"
     contrastive: float = 0.0
     temperature: float = 0.07
+    contrastive_tokens: bool = False
 
     def __post_init__(self) -> None:
         if self.pairs not in PAIRS:
@@ -279,7 +281,7 @@ def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number:
             losses = mm.stage2_loss(batches[0], mods[0], batches[1], mods[1])
             if stage.contrastive and batches[0] is batches[1]:
                 losses[f"{mods[0]}~{mods[1]}"] = stage.contrastive * mm.contrastive_loss(
-                    batches[0], mods[0], batches[1], mods[1], stage.temperature)
+                    batches[0], mods[0], batches[1], mods[1], stage.temperature, stage.contrastive_tokens)
         total = sum(losses.values())
         nonfinite = ~torch.isfinite(torch.stack([*losses.values(), total]).detach())
         opt.zero_grad(set_to_none=True)

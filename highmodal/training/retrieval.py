@@ -4,8 +4,10 @@ single-stream embeddings; the true partner's rank gives R@K and the median rank.
 
 Ties count against the query (a rank is one plus the number of gallery items scoring *at least* as
 high as the partner, other than the partner), so a constant embedding scores chance, not perfect.
-``aligned`` fits CCA on the training pairs first (a linear map per modality into a common space):
-what the embeddings hold about the correspondence, as opposed to whether the raw spaces line up.
+``tokens`` (two streams with the same token grid, e.g. aligned images) compares the unpooled token
+embeddings position by position. ``aligned`` fits CCA on the training pairs first (a linear map per
+modality into a common space): what the embeddings hold about the correspondence, as opposed to
+whether the raw spaces line up.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ def embed(model, td: TaskData, data: SplitData, modality: str, batch_size: int =
     return torch.cat([model.embed(b, modality) for b in tensors.ordered(batch_size)]).numpy()
 
 
+@torch.no_grad()
+def embed_tokens(model, td: TaskData, data: SplitData, modality: str, batch_size: int = 256) -> np.ndarray | None:
+    """Unit token embeddings flattened ``(N, tokens·dim)`` (cosine = mean position-wise cosine), or
+    None when the modality's tokens are masked (no fixed grid)."""
+    model.eval()
+    out = []
+    for b in TaskTensors(td.task, data).ordered(batch_size):
+        z, mask = model.embed_tokens(b, modality)
+        if mask is not None:
+            return None
+        out.append(torch.nn.functional.normalize(z, dim=-1).flatten(1))
+    return torch.cat(out).numpy()
+
+
 def retrieve(model, td: TaskData, query: str, gallery: str, keep_target: int | None = None) -> dict[str, dict]:
     """Raw and CCA-aligned retrieval, query → gallery and back, on ``td``'s test pairs."""
     from sklearn.cross_decomposition import CCA
@@ -62,5 +78,9 @@ def retrieve(model, td: TaskData, query: str, gallery: str, keep_target: int | N
     qt, gt = embed(model, td, train, query), embed(model, td, train, gallery)
     cca = CCA(n_components=min(16, q.shape[1], len(train) - 1), max_iter=1000).fit(qt, gt)
     qa, ga = cca.transform(q, g)
-    return {"raw": {"forward": scores(ranks(q, g)), "backward": scores(ranks(g, q))},
-            "aligned": {"forward": scores(ranks(qa, ga)), "backward": scores(ranks(ga, qa))}}
+    out = {"raw": {"forward": scores(ranks(q, g)), "backward": scores(ranks(g, q))},
+           "aligned": {"forward": scores(ranks(qa, ga)), "backward": scores(ranks(ga, qa))}}
+    qt, gt = embed_tokens(model, td, test, query), embed_tokens(model, td, test, gallery)
+    if qt is not None and gt is not None and qt.shape == gt.shape:
+        out["tokens"] = {"forward": scores(ranks(qt, gt)), "backward": scores(ranks(gt, qt))}
+    return out

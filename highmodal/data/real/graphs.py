@@ -119,35 +119,47 @@ def _read(path: Path, dtype: type, cols: int) -> np.ndarray:
     return out[:, 0] if cols == 1 else out
 
 
-def _build_graphs(folder: Path, ds: str, extra: str, opts: GraphOptions) -> dict[str, np.ndarray]:
-    """Every graph → ``(n_i, C)`` node channels, padded to the longest kept length."""
-    f = {k: folder / f"{ds}_{k}.txt" for k in [*BASE_FILES, extra]}
+def build_tu_graphs(folder: Path, ds: str, opts: GraphOptions, extras: tuple[str, ...] = (),
+                    signed_log: bool = False) -> dict[str, np.ndarray]:
+    """A TU folder's graphs → ``(n_i, C)`` node channels, padded to the longest kept length: one-hot
+    node labels (when ``node_labels`` is among ``extras``) ⊕ degree ⊕ RWSE ⊕ per-node counts of
+    incident edges by label (``edge_labels``) ⊕ node attributes (``node_attributes``, any number of
+    columns, through sign(x)·log(1+|x|) when ``signed_log``). Also the graphs' WL features (node
+    labels, or degrees when the folder has none) and node counts. Without ``NAME_graph_labels.txt``
+    (new graphs to predict) every graph gets label 0."""
+    f = {k: folder / f"{ds}_{k}.txt" for k in ["A", "graph_indicator", "graph_labels", *extras]}
     edges = _read(f["A"], np.int64, 2) - 1
     graph_of = _read(f["graph_indicator"], np.int64, 1)
-    graph_y = _read(f["graph_labels"], np.int64, 1)
-    node_label = _read(f["node_labels"], np.int64, 1)
+    # New graphs to predict may come without labels: then one placeholder label per graph id.
+    graph_y = _read(f["graph_labels"], np.int64, 1) if f["graph_labels"].is_file() else \
+        np.zeros(int(graph_of.max()), np.int64)
     n_nodes = len(graph_of)
-    if len(node_label) != n_nodes:
-        raise HighmodalError(f"{f['node_labels']}: {len(node_label)} lines for {n_nodes} nodes")
     if np.any(np.diff(graph_of) < 0) or graph_of[0] != 1 or graph_of[-1] != len(graph_y):
         raise HighmodalError(f"{f['graph_indicator']}: graph ids must run in order from 1 to {len(graph_y)} "
                              f"(the number of lines of {f['graph_labels'].name})")
     if edges.min() < 0 or edges.max() >= n_nodes or np.any(graph_of[edges[:, 0]] != graph_of[edges[:, 1]]):
         raise HighmodalError(f"{f['A']}: an edge refers to a node outside 1..{n_nodes} or joins two graphs")
-    if extra == "edge_labels":
-        edge_label = _read(f[extra], np.int64, 1)
+    channels = []
+    node_label = None
+    if "node_labels" in extras:
+        node_label = _read(f["node_labels"], np.int64, 1)
+        if len(node_label) != n_nodes:
+            raise HighmodalError(f"{f['node_labels']}: {len(node_label)} lines for {n_nodes} nodes")
+        channels.append((node_label[:, None] == np.unique(node_label)[None, :]).astype(np.float64))
+    per_node = []
+    if "edge_labels" in extras:
+        edge_label = _read(f["edge_labels"], np.int64, 1)
         if len(edge_label) != len(edges):
-            raise HighmodalError(f"{f[extra]}: {len(edge_label)} lines for {len(edges)} edges")
-        # Incident bonds of each type per node (each undirected bond is listed in both directions).
-        node_extra = np.zeros((n_nodes, edge_label.max() + 1))
-        np.add.at(node_extra, (edges[:, 0], edge_label), 1.0)
-    else:
-        attr = _read(f[extra], np.float64, 1)
+            raise HighmodalError(f"{f['edge_labels']}: {len(edge_label)} lines for {len(edges)} edges")
+        # Incident edges of each label per node (each undirected edge is listed in both directions).
+        counts = np.zeros((n_nodes, edge_label.max() - min(edge_label.min(), 0) + 1))
+        np.add.at(counts, (edges[:, 0], edge_label - min(edge_label.min(), 0)), 1.0)
+        per_node.append(counts)
+    if "node_attributes" in extras:
+        attr = _read_rows(f["node_attributes"])
         if len(attr) != n_nodes:
-            raise HighmodalError(f"{f[extra]}: {len(attr)} lines for {n_nodes} nodes")
-        node_extra = (np.sign(attr) * np.log1p(np.abs(attr)))[:, None]
-    labels = np.unique(node_label)
-    one_hot = (node_label[:, None] == labels[None, :]).astype(np.float64)
+            raise HighmodalError(f"{f['node_attributes']}: {len(attr)} lines for {n_nodes} nodes")
+        per_node.append(np.sign(attr) * np.log1p(np.abs(attr)) if signed_log else attr)
     starts = np.searchsorted(graph_of, np.arange(1, len(graph_y) + 2))
     edge_graph = graph_of[edges[:, 0]]
     edge_starts = np.searchsorted(np.sort(edge_graph), np.arange(1, len(graph_y) + 2))
@@ -155,15 +167,47 @@ def _build_graphs(folder: Path, ds: str, extra: str, opts: GraphOptions) -> dict
     seqs, wl = [], []
     for g in range(len(graph_y)):
         lo, hi = starts[g], starts[g + 1]
+        if hi == lo:
+            raise HighmodalError(f"{f['graph_indicator']}: graph {g + 1} has no nodes")
         local = edges[edge_starts[g]: edge_starts[g + 1]] - lo
         adj = np.zeros((hi - lo, hi - lo))
         adj[local[:, 0], local[:, 1]] = 1.0
         adj = np.maximum(adj, adj.T)
-        nodes = np.concatenate([one_hot[lo:hi], structure_features(adj, opts.walk_steps), node_extra[lo:hi]], axis=1)
+        nodes = np.concatenate([c[lo:hi] for c in channels] + [structure_features(adj, opts.walk_steps)]
+                               + [c[lo:hi] for c in per_node], axis=1)
         seqs.append(nodes[: opts.max_nodes])
-        wl.append(wl_histogram(adj, node_label[lo:hi], opts.wl_iterations))
+        labels = node_label[lo:hi] if node_label is not None else adj.sum(1).astype(np.int64)
+        wl.append(wl_histogram(adj, labels, opts.wl_iterations))
     x, mask = pad_sequences(seqs, max(len(s) for s in seqs))
     return {"x": x, "mask": mask, "y": graph_y, "nodes": np.diff(starts), "wl": np.stack(wl)}
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    """Comma-separated float rows, any number of columns: ``(lines, columns)``."""
+    try:
+        out = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise HighmodalError(f"{path}: cannot parse as comma-separated float values ({e})") from None
+    if len(out) == 0:
+        raise HighmodalError(f"{path}: empty file")
+    return out
+
+
+def graph_task(arrays: dict[str, np.ndarray], name: str, labels_file: Path, opts: GraphOptions, entry: TaskEntry,
+               ctx: LoadContext, what: str, source: str) -> TaskData:
+    """Built graphs → a classification TaskData with a stratified, seeded train/val/test split."""
+    y, classes = encode_labels(arrays["y"], str(labels_file))
+    if len(classes) < 2:
+        raise HighmodalError(f"{labels_file}: classification needs at least 2 distinct graph labels, found {classes}")
+    splits = three_way(SplitData({name: arrays["x"]}, y, {name: arrays["mask"]}, {"wl": arrays["wl"]}), None,
+                       opts.val_frac / (1 - opts.test_frac), opts.test_frac, ctx.seed, stratify=True)
+    truncated = int((arrays["nodes"] > opts.max_nodes).sum())
+    if truncated:
+        what += f"; {truncated} graph(s) truncated to {opts.max_nodes} nodes"
+    td = TaskData(make_task(entry, [name], "classification", len(classes), classes, what),
+                  {name: spec(name, "graph", (None, arrays["x"].shape[-1]), max_len=arrays["x"].shape[1])},
+                  splits, source)
+    return fit_normalization(td, {name: "channel"})
 
 
 def _load(ds: str, extra: str, opts: GraphOptions, entry: TaskEntry, ctx: LoadContext, what: str) -> TaskData:
@@ -172,18 +216,10 @@ def _load(ds: str, extra: str, opts: GraphOptions, entry: TaskEntry, ctx: LoadCo
     sums = verified_files(ctx, DATASET, files)
     params = {"max_nodes": opts.max_nodes, "walk_steps": opts.walk_steps, "wl_iterations": opts.wl_iterations,
               "wl_dim": WL_DIM}
-    arrays = cached_arrays(ds.lower(), sums, params, lambda: _build_graphs(folder, ds, extra, opts))
-    y, classes = encode_labels(arrays["y"], str(folder / f"{ds}_graph_labels.txt"))
-    name = f"{ds.lower()}_graph"
-    splits = three_way(SplitData({name: arrays["x"]}, y, {name: arrays["mask"]}, {"wl": arrays["wl"]}), None,
-                       opts.val_frac / (1 - opts.test_frac), opts.test_frac, ctx.seed, stratify=True)
-    truncated = int((arrays["nodes"] > opts.max_nodes).sum())
-    if truncated:
-        what += f"; {truncated} graph(s) truncated to {opts.max_nodes} nodes"
-    td = TaskData(make_task(entry, [name], "classification", len(classes), classes, what),
-                  {name: spec(name, "graph", (None, arrays["x"].shape[-1]), max_len=arrays["x"].shape[1])},
-                  splits, str(folder))
-    return fit_normalization(td, {name: "channel"})
+    arrays = cached_arrays(ds.lower(), sums, params, lambda: build_tu_graphs(
+        folder, ds, opts, ("node_labels", extra), signed_log=extra == "node_attributes"))
+    return graph_task(arrays, f"{ds.lower()}_graph", folder / f"{ds}_graph_labels.txt", opts, entry, ctx, what,
+                      str(folder))
 
 
 @register_loader("mutag", GraphOptions, ("graph",), "MUTAG mutagenicity of 188 nitro compounds (125/63)",
