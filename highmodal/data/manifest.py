@@ -13,7 +13,10 @@ optional split column. Files are read by their type with the field's library:
   padded with a mask;
 * audio: ``.wav`` → the log-mel front end of the FSDD loader at ``sample_rate`` (other rates are
   resampled), or ``.npy``/``.csv`` features per frame;
-* tabular: ``columns`` of the manifest itself, one token per column.
+* tabular: ``columns`` of the manifest itself, one token per column;
+* text: the column holds the text itself; lower-cased words and punctuation become ids by feature
+  hashing (Weinberger et al. 2009) into ``vocab_size`` buckets, so no fitted vocabulary has to
+  travel with the run and new text at predict time gets the same ids.
 
 ``manifest_inputs`` is the one reading path: training reads the manifest through it, and
 ``highmodal predict`` reads a manifest of new files through it with the run's options and shapes.
@@ -52,7 +55,8 @@ class ManifestField:
     """One modality. ``key``: the manifest column with the file paths (``columns`` for tabular).
     Point clouds: ``points`` kept per object, ``sampling`` fps|random, ``center``, ``scale``.
     Images: ``size`` [H, W], ``patch``, ``gray``. Sequences: ``channels_first`` for ``.npy`` files.
-    Audio files: ``sample_rate`` and ``n_mels``. ``normalize``: channel|element|none."""
+    Audio files: ``sample_rate`` and ``n_mels``. Text: ``vocab_size`` hash buckets, ``max_words``.
+    ``normalize``: channel|element|none (text ids are never normalised)."""
 
     kind: str
     key: str | None = None
@@ -67,6 +71,8 @@ class ManifestField:
     channels_first: bool = False
     sample_rate: int = 16000
     n_mels: int = 40
+    vocab_size: int = 32768
+    max_words: int = 64
     normalize: str = "channel"
 
 
@@ -341,6 +347,30 @@ def _tabular_column(df, f, base, where, ref, seed):
     return x, None, x.shape[1:], None
 
 
+def hashed_ids(text: str, vocab_size: int, max_words: int) -> np.ndarray:
+    """Words and punctuation of lower-cased ``text`` → ids in ``1..vocab_size-1`` (0 pads), stable
+    across runs and machines (blake2b, not Python's salted hash)."""
+    import hashlib
+    import re
+
+    words = re.findall(r"\w+|[^\w\s]", text.lower())[:max_words] or [""]
+    return np.array([1 + int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+                     % (vocab_size - 1) for w in words], dtype=np.float32)
+
+
+@READERS.register("text")
+def _text_column(df, f, base, where, ref, seed):
+    if f.key is None or f.key not in df.columns:
+        raise HighmodalError(f"{where}: key {f.key!r} is not a manifest column; columns: {', '.join(df.columns)}")
+    if f.vocab_size < 2 or f.max_words < 1:
+        raise HighmodalError(f"{where}: vocab_size must be >= 2 and max_words >= 1")
+    texts = df[f.key].fillna("").astype(str).tolist()
+    vocab = ref.vocab_size if ref is not None else f.vocab_size
+    length = ref.max_len if ref is not None else f.max_words
+    x, mask = pad_sequences([hashed_ids(t, vocab, length)[:, None] for t in texts], length)
+    return x, mask, (None, 1), length
+
+
 def manifest_inputs(df, fields: dict[str, ManifestField], base: Path, where: str, seed: int,
                     specs: dict[str, ModalitySpec] | None = None):
     """Each modality's ``(N, ...)`` array, mask (or None), per-sample shape and reference length.
@@ -375,10 +405,14 @@ def load_manifest(opts: ManifestOptions, entry: TaskEntry, ctx: LoadContext) -> 
     read = manifest_inputs(df, opts.modalities, path.parent, str(path), ctx.seed)
     inputs = {m: r[0] for m, r in read.items()}
     masks = {m: r[1] for m, r in read.items() if r[1] is not None}
-    specs = {m: spec(m, opts.modalities[m].kind, r[2], max_len=r[3]) for m, r in read.items()}
+    fields = opts.modalities
+    specs = {m: spec(m, fields[m].kind, r[2], max_len=r[3],
+                     vocab_size=fields[m].vocab_size if fields[m].kind == "text" else None) for m, r in read.items()}
+    texts = [m for m, f in fields.items() if f.kind == "text"]
+    meta = {"text": df[fields[texts[0]].key].fillna("").astype(str).to_numpy()} if len(texts) == 1 else {}
     split = df[opts.split_key].to_numpy() if opts.split_key in df.columns else None
-    splits = assign_splits(SplitData(inputs, y, masks), split, opts, opts.target.kind == "classification", ctx.seed,
-                           str(path))
-    task = make_task(entry, list(opts.modalities), opts.target.kind, out_dim, class_names, f"from {path.name}")
+    splits = assign_splits(SplitData(inputs, y, masks, meta), split, opts, opts.target.kind == "classification",
+                           ctx.seed, str(path))
+    task = make_task(entry, list(fields), opts.target.kind, out_dim, class_names, f"from {path.name}")
     return fit_normalization(TaskData(task, specs, splits, str(path)),
-                             {m: f.normalize for m, f in opts.modalities.items()})
+                             {m: "none" if f.kind == "text" else f.normalize for m, f in fields.items()})

@@ -218,3 +218,32 @@ def test_papercuts_default_name_quiet_pipe_and_reference(tmp_path, cli):
     for line in ("# tasks[i] with source: ts", "dims: list[int] | None = None", "# tasks[i] with source: manifest",
                  "sampling: str = 'fps'", "split_key: str = 'split'", "val_frac: float = 0.15"):
         assert line in reference, line
+
+
+def test_manifest_text_is_hashed_the_same_at_predict_time(tmp_path):
+    """Raw text in a manifest column: sentences of three scikit-learn dataset descriptions, labelled
+    by dataset; ids are stable hashes, so reading new rows with the trained spec gives the same ids."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+
+    from highmodal.bench.baselines import BASELINES
+    from highmodal.data import LoadContext, build_suite
+    from highmodal.data.manifest import ManifestField, manifest_inputs
+
+    rows = [{"text": line.strip(), "source": name} for name, load in
+            (("wine", load_wine), ("iris", load_iris), ("cancer", load_breast_cancer))
+            for line in load().DESCR.splitlines() if len(line.split()) >= 4]
+    pd.DataFrame(rows).to_csv(tmp_path / "lines.csv", index=False)
+    task = {"name": "which", "source": "manifest", "path": str(tmp_path / "lines.csv"),
+            "modalities": {"words": {"kind": "text", "key": "text", "max_words": 24}},
+            "target": {"kind": "classification", "key": "source"}}
+    td = build_suite([task], LoadContext(seed=0))["which"]
+    spec = td.specs["words"]
+    assert spec.vocab_size == 32768 and spec.max_len == 24 and spec.mean is None
+    train = td.splits["train"]
+    ids, mask = train.inputs["words"][..., 0], train.masks["words"]
+    assert np.all((ids >= 1) == mask) and ids.max() < 32768 and np.all(ids == np.round(ids))
+    assert BASELINES.get("tfidf_logreg").applies(td)
+    again = manifest_inputs(pd.DataFrame({"text": [train.meta["text"][0]]}), {"words": ManifestField(
+        "text", "text", max_words=24)}, tmp_path, "new", 0, {"words": spec})["words"]
+    np.testing.assert_array_equal(again[0][0], train.inputs["words"][0])
