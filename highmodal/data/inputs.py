@@ -144,3 +144,23 @@ def _tu(opts, path: Path, specs, seed):
                              f"{spec.shape[-1]} (the same node-label set and files as in training are needed)")
     x, mask = _fit_length(arrays["x"][:, : spec.max_len], arrays["mask"][:, : spec.max_len], spec, str(path))
     return {name: x}, {name: mask}
+
+
+@INPUT_READERS.register("folder")
+def _folder(opts, path: Path, specs, seed):
+    """A folder of new files (any depth, class folders not needed), read in sorted path order."""
+    import dataclasses
+
+    import pandas as pd
+
+    from highmodal.data.manifest import manifest_inputs
+
+    if not path.is_dir():
+        return None
+    files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise HighmodalError(f"{path}: no files to predict on")
+    field = dataclasses.replace(opts.field, key="file")
+    x, mask, _, _ = manifest_inputs(pd.DataFrame({"file": files}), {opts.modality: field}, path, str(path), seed,
+                                    {opts.modality: specs[opts.modality]})[opts.modality]
+    return {opts.modality: x}, {} if mask is None else {opts.modality: mask}

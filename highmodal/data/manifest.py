@@ -24,6 +24,7 @@ optional split column. Files are read by their type with the field's library:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -416,3 +417,51 @@ def load_manifest(opts: ManifestOptions, entry: TaskEntry, ctx: LoadContext) -> 
     task = make_task(entry, list(fields), opts.target.kind, out_dim, class_names, f"from {path.name}")
     return fit_normalization(TaskData(task, specs, splits, str(path)),
                              {m: "none" if f.kind == "text" else f.normalize for m, f in fields.items()})
+
+
+@dataclass
+class FolderOptions:
+    """``path``: a folder with one sub-folder per class (ImageFolder layout), or ``train``/``val``/
+    ``test`` sub-folders each holding the class folders. ``modality``: the files' name in the model
+    and ``field`` how they are read (as a manifest field; ``kind`` image or audio, ...)."""
+
+    path: str
+    field: ManifestField
+    modality: str = "input"
+    val_frac: float = 0.15
+    test_frac: float = 0.2
+
+
+def folder_manifest(folder: Path):
+    """An ImageFolder-style tree → a manifest DataFrame (file, label[, split]); hidden files skipped."""
+    import pandas as pd
+
+    if not folder.is_dir():
+        raise HighmodalError(f"{folder}: folder not found")
+    splits = [s for s in ("train", "val", "test") if (folder / s).is_dir()]
+    roots = [(folder / s, s) for s in splits] if splits else [(folder, None)]
+    rows = []
+    for root, split in roots:
+        for cls in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(p for p in cls.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                rows.append({"file": str(f.relative_to(folder)), "label": cls.name, "split": split})
+    if not rows:
+        raise HighmodalError(f"{folder}: no files in class sub-folders (expected {folder}/<class>/<file>)")
+    df = pd.DataFrame(rows)
+    return df if splits else df.drop(columns="split")
+
+
+@register_loader("folder", FolderOptions, tuple(READERS), "a folder per class of image or audio files (ImageFolder)")
+def load_folder(opts: FolderOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
+    folder = ctx.resolve(opts.path)
+    df = folder_manifest(folder)
+    field = dataclasses.replace(opts.field, key="file")
+    read = manifest_inputs(df, {opts.modality: field}, folder, str(folder), ctx.seed)[opts.modality]
+    y, class_names, out_dim = read_labels(df["label"].astype(str).to_numpy(), TargetField("classification"),
+                                          f"{folder} [class folders]")
+    split = df["split"].to_numpy() if "split" in df.columns else None
+    data = SplitData({opts.modality: read[0]}, y, {} if read[1] is None else {opts.modality: read[1]})
+    splits = assign_splits(data, split, opts, True, ctx.seed, str(folder))
+    task = make_task(entry, [opts.modality], "classification", out_dim, class_names, f"class folders of {folder.name}")
+    specs = {opts.modality: spec(opts.modality, field.kind, read[2], max_len=read[3])}
+    return fit_normalization(TaskData(task, specs, splits, str(folder)), {opts.modality: field.normalize})

@@ -247,3 +247,30 @@ def test_manifest_text_is_hashed_the_same_at_predict_time(tmp_path):
     again = manifest_inputs(pd.DataFrame({"text": [train.meta["text"][0]]}), {"words": ManifestField(
         "text", "text", max_words=24)}, tmp_path, "new", 0, {"words": spec})["words"]
     np.testing.assert_array_equal(again[0][0], train.inputs["words"][0])
+
+
+def test_class_folders_of_images_and_predicting_a_folder(tmp_path):
+    """ImageFolder layout: digits as PNG files in one folder per class; predict reads a plain folder."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from highmodal.data import LoadContext, build_suite
+    from highmodal.data.inputs import read_inputs
+
+    digits = load_digits()
+    for i in range(120):
+        folder = tmp_path / "digits" / f"class_{digits.target[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((digits.images[i] * 15).astype(np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "new").mkdir()
+    for i in range(120, 125):
+        Image.fromarray((digits.images[i] * 15).astype(np.uint8)).save(tmp_path / "new" / f"{i}.png")
+    entry = {"name": "digits", "source": "folder", "path": str(tmp_path / "digits"),
+             "field": {"kind": "image", "patch": 2}, "modality": "pixels"}
+    td = build_suite([entry], LoadContext(seed=0))["digits"]
+    assert td.task.class_names == tuple(f"class_{d}" for d in range(10)) and td.specs["pixels"].shape == (4, 4, 4)
+    assert sum(len(s) for s in td.splits.values()) == 120
+    inputs, masks = read_inputs(entry, tmp_path / "new", td.specs)
+    assert inputs["pixels"].shape == (5, 4, 4, 4) and masks == {}
+    expected = (digits.images[120] * 15).astype(np.uint8) / 255.0
+    np.testing.assert_allclose(inputs["pixels"][0, 0, 0], expected[:2, :2].ravel(), atol=1e-6)
