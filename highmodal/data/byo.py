@@ -42,16 +42,25 @@ NORMALIZE = ("channel", "element", "none")
 class ModalityField:
     """One modality of a file. ``shape`` (optional) is the expected per-sample shape, checked on load;
     ``channels_first`` moves axis 1 of the array to the end; ``mask_key`` names a ``(N, L)`` boolean
-    array marking the real steps of a variable-length first axis."""
+    array marking the real steps of a variable-length first axis.
+
+    Graphs given as edges (kind ``graph``, PyTorch Geometric's layout over all graphs at once):
+    ``edge_index`` names a ``(2, E)`` integer array of 0-based node ids, ``graph_index`` a per-node
+    array of 0-based graph ids in non-decreasing order (PyG's ``batch``), and ``key`` (optional)
+    the node features: ``(nodes,)`` integer labels (one-hot) or ``(nodes, F)`` values. Degree and
+    random-walk encodings are computed from the edges; ``max_nodes`` tokens are kept per graph."""
 
     kind: str
-    key: str
+    key: str | None = None
     shape: list[int] | None = None
     channels_first: bool = False
     mask_key: str | None = None
     normalize: str = "channel"
     num_freq_bands: int = 6
     max_freq: float = 1.0
+    edge_index: str | None = None
+    graph_index: str | None = None
+    max_nodes: int = 256
 
 
 @dataclass
@@ -146,9 +155,9 @@ def assign_splits(data: SplitData, split: np.ndarray | None, opts, stratify: boo
         if "train" not in parts:
             raise HighmodalError(f"{where}: the split array marks no 'train' samples")
     if "test" not in parts:
-        parts["train"], parts["test"] = carve(parts["train"], opts.test_frac, seed, stratify)
+        parts["train"], parts["test"] = carve(parts["train"], opts.test_frac, seed, stratify, f"{where}: test_frac")
     if "val" not in parts:
-        parts["train"], parts["val"] = carve(parts["train"], opts.val_frac, seed + 1, stratify)
+        parts["train"], parts["val"] = carve(parts["train"], opts.val_frac, seed + 1, stratify, f"{where}: val_frac")
     return parts
 
 
@@ -166,6 +175,54 @@ def open_npz(path: Path) -> dict[str, np.ndarray]:
         raise HighmodalError(f"{path}: holds object arrays, which are refused (no pickle): {e}") from None
 
 
+def npz_graphs(arrays: dict[str, np.ndarray], m: ModalityField, where: str, n_labels: int | None = None
+               ) -> dict[str, np.ndarray]:
+    """A graph modality given as ``edge_index`` + ``graph_index`` (+ node features under ``key``) →
+    padded node tokens (``x``, ``mask``, ``wl``, ``nodes``). ``n_labels``: the one-hot width of integer
+    node labels (the training file's, at predict time; else the largest label + 1)."""
+    from highmodal.data.real.graphs import GraphOptions, graph_tokens
+
+    for what, key in (("edge_index", m.edge_index), ("graph_index", m.graph_index)):
+        if key is None:
+            raise HighmodalError(f"{where}: a graph given as edges needs both edge_index and graph_index keys")
+        if key not in arrays:
+            raise HighmodalError(f"{where}: {what} key {key!r} not found; keys in file: {', '.join(arrays)}")
+    edges, graph_of = arrays[m.edge_index], arrays[m.graph_index]
+    if not np.issubdtype(edges.dtype, np.integer) or edges.ndim != 2 or 2 not in edges.shape:
+        raise HighmodalError(f"{where}: {m.edge_index!r} must be integer node ids of shape (2, E), "
+                             f"got {edges.dtype} {edges.shape}")
+    edges = edges.T if edges.shape[0] == 2 else edges
+    if not np.issubdtype(graph_of.dtype, np.integer) or graph_of.ndim != 1 or len(graph_of) == 0:
+        raise HighmodalError(f"{where}: {m.graph_index!r} must be a 1-D integer array (a graph id per node), "
+                             f"got {graph_of.dtype} {graph_of.shape}")
+    if graph_of[0] != 0 or np.any(np.diff(graph_of) < 0):
+        raise HighmodalError(f"{where}: {m.graph_index!r} must run in non-decreasing order from 0 "
+                             "(each graph's nodes together)")
+    n = len(graph_of)
+    if len(edges) and (edges.min() < 0 or edges.max() >= n or np.any(graph_of[edges[:, 0]] != graph_of[edges[:, 1]])):
+        raise HighmodalError(f"{where}: {m.edge_index!r} refers to a node outside 0..{n - 1} or joins two graphs")
+    leading, trailing, labels = [], [], None
+    if m.key is not None:
+        if m.key not in arrays:
+            raise HighmodalError(f"{where}: node feature key {m.key!r} not found; keys in file: {', '.join(arrays)}")
+        feats = arrays[m.key]
+        if len(feats) != n:
+            raise HighmodalError(f"{where}: {m.key!r} has {len(feats)} rows for {n} nodes")
+        if feats.ndim == 1 and np.issubdtype(feats.dtype, np.integer):
+            width = int(feats.max()) + 1 if n_labels is None else n_labels
+            if feats.min() < 0 or feats.max() >= width:
+                raise HighmodalError(f"{where}: node labels {m.key!r} must lie in 0..{width - 1}")
+            labels, leading = feats, [np.eye(width)[feats]]
+        elif np.issubdtype(feats.dtype, np.number) and feats.ndim in (1, 2):
+            trailing = [feats.reshape(n, -1).astype(np.float64)]
+        else:
+            raise HighmodalError(f"{where}: node features {m.key!r} must be integer labels (nodes,) or numbers "
+                                 f"(nodes, F), got {feats.dtype} {feats.shape}")
+    opts = GraphOptions(max_nodes=m.max_nodes)
+    return graph_tokens(edges.astype(np.int64), graph_of.astype(np.int64), int(graph_of[-1]) + 1, leading, trailing,
+                        labels, opts, where)
+
+
 @register_loader("npz", NpzOptions, KINDS, "your own .npz: one array per modality, a target, optional split")
 def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     path = ctx.resolve(opts.path)
@@ -179,11 +236,21 @@ def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     if not opts.modalities:
         raise HighmodalError(f"{path}: task {entry.name!r} lists no modalities")
     y, class_names, out_dim = read_labels(get(opts.target.key, "target"), opts.target, f"{path} [{opts.target.key}]")
-    inputs, masks, specs, modes = {}, {}, {}, {}
+    inputs, masks, specs, modes, meta = {}, {}, {}, {}, {}
     for name, m in opts.modalities.items():
         where = f"{path} [modality {name!r}, key {m.key!r}]"
         _check_choice(m.kind, KINDS, f"{where} kind")
         _check_choice(m.normalize, NORMALIZE, f"{where} normalize")
+        if m.edge_index is not None or m.graph_index is not None:
+            if m.kind != "graph":
+                raise HighmodalError(f"{where}: edge_index/graph_index are for kind 'graph', not {m.kind!r}")
+            graphs = npz_graphs(arrays, m, where)
+            inputs[name], masks[name], meta["wl"] = graphs["x"].astype(np.float32), graphs["mask"], graphs["wl"]
+            specs[name] = spec(name, "graph", (None, graphs["x"].shape[-1]), max_len=graphs["x"].shape[1])
+            modes[name] = m.normalize
+            continue
+        if m.key is None:
+            raise HighmodalError(f"{where}: 'key' (the array's name in the file) is required")
         x = get(m.key, f"modality {name!r}")
         if not np.issubdtype(x.dtype, np.number):
             raise HighmodalError(f"{where}: expected a numeric array, got dtype {x.dtype}")
@@ -206,7 +273,7 @@ def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
                            max_len=max_len)
         modes[name] = m.normalize
     split = arrays.get(opts.split_key)
-    data = SplitData(inputs, y, masks)
+    data = SplitData(inputs, y, masks, meta)
     for name, x in inputs.items():
         if len(x) != len(y):
             raise HighmodalError(f"{path}: modality {name!r} has {len(x)} samples but the target has {len(y)}")

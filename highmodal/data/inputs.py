@@ -64,13 +64,26 @@ def _npz(opts, path: Path, specs, seed):
     """Arrays under the training file's keys (or named by modality), in the training layout
     (``channels_first`` moved, as in training, unless the array already has the model's layout);
     masks under the training ``mask_key`` or ``<modality>_mask``. Missing modalities are left out."""
-    from highmodal.data.byo import open_npz
+    from highmodal.data.byo import npz_graphs, open_npz
+    from highmodal.data.real.graphs import GraphOptions
 
     if path.suffix != ".npz":
         return None
     arrays = open_npz(path)
     inputs, masks = {}, {}
     for name, m in opts.modalities.items():
+        if m.edge_index is not None and name in specs:
+            spec = specs[name]
+            labels = m.key is not None and arrays.get(m.key, np.zeros(0)).ndim == 1 and \
+                np.issubdtype(arrays[m.key].dtype, np.integer)
+            width = spec.shape[-1] - 1 - GraphOptions().walk_steps if labels else None
+            graphs = npz_graphs(arrays, m, f"{path} [modality {name!r}]", width)
+            if graphs["x"].shape[-1] != spec.shape[-1]:
+                raise HighmodalError(f"{path} [modality {name!r}]: graphs give {graphs['x'].shape[-1]} node "
+                                     f"channels, the model was trained on {spec.shape[-1]}")
+            inputs[name], masks[name] = _fit_length(graphs["x"][:, : spec.max_len].astype(np.float32),
+                                                    graphs["mask"][:, : spec.max_len], spec, str(path))
+            continue
         key = m.key if m.key in arrays else name if name in arrays else None
         if key is None or name not in specs:
             continue

@@ -6,10 +6,17 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from highmodal.data.task import SplitData
+from highmodal.errors import HighmodalError
 
 
-def carve(data: SplitData, frac: float, seed: int, stratify: bool) -> tuple[SplitData, SplitData]:
-    """Split off ``frac`` of ``data`` (stratified by label for classification); returns (rest, carved)."""
+def carve(data: SplitData, frac: float, seed: int, stratify: bool, name: str = "split fraction"
+          ) -> tuple[SplitData, SplitData]:
+    """Split off ``frac`` of ``data`` (stratified by label for classification); returns (rest, carved).
+    ``name`` names the option in the error for a fraction outside (0, 1)."""
+    if not 0 < frac < 1:
+        raise HighmodalError(f"{name}: {frac} must lie strictly between 0 and 1 (a share of the rows)")
+    if len(data) < 2:
+        raise HighmodalError(f"{name}: {len(data)} row(s) left, too few to carve a split from")
     idx = np.arange(len(data))
     labels = data.y if stratify else None
     if stratify:
@@ -26,6 +33,6 @@ def three_way(
 ) -> dict[str, SplitData]:
     """train/val/test: carve test (when no official one) and then val from train, both seeded."""
     if test is None:
-        train, test = carve(train, test_frac, seed, stratify)
-    train, val = carve(train, val_frac, seed + 1, stratify)
+        train, test = carve(train, test_frac, seed, stratify, "test_frac")
+    train, val = carve(train, val_frac, seed + 1, stratify, "val_frac")
     return {"train": train, "val": val, "test": test}

@@ -183,6 +183,20 @@ def test_bad_labels_are_clear_errors(tmp_path, labels, split, num_classes, messa
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"val_frac": 0}, "val_frac: 0.0 must lie strictly between 0 and 1"),
+    ({"test_frac": 1.0}, "test_frac: 1.0 must lie strictly between 0 and 1"),
+])
+def test_a_split_fraction_that_leaves_a_split_empty_is_refused(tmp_path, options, message):
+    from highmodal.data import LoadContext, build_suite
+    from highmodal.errors import HighmodalError
+
+    task = bad_label_task(tmp_path, [0, 1] * 20, None, None) | options
+    with pytest.raises(HighmodalError, match=r"d\.npz") as e:
+        build_suite([task], LoadContext(seed=0))
+    assert message in str(e.value)
+
+
 def bad_label_task(root: Path, labels, split, num_classes) -> dict:
     arrays = {"x": np.random.default_rng(0).normal(size=(len(labels), 5)).astype(np.float32), "y": np.array(labels)}
     if split:
@@ -274,3 +288,59 @@ def test_class_folders_of_images_and_predicting_a_folder(tmp_path):
     assert inputs["pixels"].shape == (5, 4, 4, 4) and masks == {}
     expected = (digits.images[120] * 15).astype(np.uint8) / 255.0
     np.testing.assert_allclose(inputs["pixels"][0, 0, 0], expected[:2, :2].ravel(), atol=1e-6)
+
+
+def digits_as_edge_lists(images: np.ndarray) -> dict[str, np.ndarray]:
+    """The graphs of ``write_tu`` in PyTorch Geometric's layout: ``edge_index`` (2, E), ``batch``,
+    integer node labels ``z`` and node values ``pos``."""
+    edges, batch, z, pos, offset = [], [], [], [], 0
+    for g, img in enumerate(images):
+        ys, xs = np.nonzero(img > 4)
+        index = {(y, x): offset + i for i, (y, x) in enumerate(zip(ys, xs, strict=True))}
+        for (y, x), i in index.items():
+            for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+                if (y + dy, x + dx) in index:
+                    edges.append((i, index[(y + dy, x + dx)]))
+        batch += [g] * len(index)
+        z += [int(img[y, x] > 10) for y, x in index]
+        pos += [(img[y, x] / 16, y / 8) for y, x in index]
+        offset += len(index)
+    return {"edge_index": np.array(edges).T, "batch": np.array(batch), "z": np.array(z), "pos": np.array(pos)}
+
+
+def test_npz_graphs_as_edge_lists_match_the_tu_reader(tmp_path):
+    """The same graphs as a TU folder and as an npz edge list give the same node tokens."""
+    from sklearn.datasets import load_digits
+
+    from highmodal.data.byo import ModalityField, npz_graphs
+    from highmodal.data.real.graphs import GraphOptions, build_tu_graphs
+
+    digits = load_digits()
+    write_tu(tmp_path / "DIGITS", digits.images[:30], digits.target[:30])
+    tu = build_tu_graphs(tmp_path / "DIGITS", "DIGITS", GraphOptions(max_nodes=64), ("node_labels",))
+    arrays = digits_as_edge_lists(digits.images[:30])
+    field = ModalityField(kind="graph", key="z", edge_index="edge_index", graph_index="batch", max_nodes=64)
+    ours = npz_graphs(arrays, field, "test")
+    np.testing.assert_allclose(ours["x"], tu["x"])
+    np.testing.assert_array_equal(ours["mask"], tu["mask"])
+    np.testing.assert_array_equal(ours["wl"], tu["wl"])
+    with pytest.raises(Exception, match="joins two graphs"):
+        npz_graphs({**arrays, "edge_index": np.array([[0], [len(arrays["batch"]) - 1]])}, field, "test")
+    with pytest.raises(Exception, match="non-decreasing"):
+        npz_graphs({**arrays, "batch": arrays["batch"][::-1].copy()}, field, "test")
+
+
+def test_npz_graphs_train_and_predict_through_the_cli(tmp_path, cli):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.flatnonzero(np.isin(digits.target, [0, 1, 7]))[:240]
+    np.savez(tmp_path / "graphs.npz", y=digits.target[keep], **digits_as_edge_lists(digits.images[keep]))
+    np.savez(tmp_path / "new.npz", **digits_as_edge_lists(digits.images[keep[:9]]))
+    task = {"name": "shapes", "source": "npz", "path": "graphs.npz",
+            "modalities": {"pixels": {"kind": "graph", "key": "pos", "edge_index": "edge_index",
+                                      "graph_index": "batch", "max_nodes": 64}},
+            "target": {"kind": "classification", "key": "y"}}
+    report, preds = train_evaluate_predict(cli, tmp_path, task, tmp_path / "new.npz", 9)
+    assert report["metrics"]["accuracy"] > 0.5, report  # chance (majority) is about 0.35
+    assert {p["prediction"] for p in preds} <= {"0", "1", "7"}

@@ -160,26 +160,38 @@ def build_tu_graphs(folder: Path, ds: str, opts: GraphOptions, extras: tuple[str
         if len(attr) != n_nodes:
             raise HighmodalError(f"{f['node_attributes']}: {len(attr)} lines for {n_nodes} nodes")
         per_node.append(np.sign(attr) * np.log1p(np.abs(attr)) if signed_log else attr)
-    starts = np.searchsorted(graph_of, np.arange(1, len(graph_y) + 2))
+    arrays = graph_tokens(edges, graph_of - 1, len(graph_y), channels, per_node, node_label, opts,
+                          str(f["graph_indicator"]))
+    return {**arrays, "y": graph_y}
+
+
+def graph_tokens(edges: np.ndarray, graph_of: np.ndarray, n_graphs: int, leading: list[np.ndarray],
+                 trailing: list[np.ndarray], node_label: np.ndarray | None, opts: GraphOptions,
+                 where: str) -> dict[str, np.ndarray]:
+    """Graphs as one edge list over all nodes → padded node tokens. ``edges``: ``(E, 2)`` 0-based
+    node ids (either direction; the graph is made undirected); ``graph_of``: each node's 0-based graph
+    id, non-decreasing. A node's channels: ``leading`` ⊕ degree ⊕ RWSE ⊕ ``trailing`` (each a list of
+    ``(n_nodes, c)`` arrays). WL features use ``node_label`` or, without one, the degrees."""
+    starts = np.searchsorted(graph_of, np.arange(n_graphs + 1))
     edge_graph = graph_of[edges[:, 0]]
-    edge_starts = np.searchsorted(np.sort(edge_graph), np.arange(1, len(graph_y) + 2))
+    edge_starts = np.searchsorted(np.sort(edge_graph), np.arange(n_graphs + 1))
     edges = edges[np.argsort(edge_graph, kind="stable")]
     seqs, wl = [], []
-    for g in range(len(graph_y)):
+    for g in range(n_graphs):
         lo, hi = starts[g], starts[g + 1]
         if hi == lo:
-            raise HighmodalError(f"{f['graph_indicator']}: graph {g + 1} has no nodes")
+            raise HighmodalError(f"{where}: graph {g + 1} has no nodes")
         local = edges[edge_starts[g]: edge_starts[g + 1]] - lo
         adj = np.zeros((hi - lo, hi - lo))
         adj[local[:, 0], local[:, 1]] = 1.0
         adj = np.maximum(adj, adj.T)
-        nodes = np.concatenate([c[lo:hi] for c in channels] + [structure_features(adj, opts.walk_steps)]
-                               + [c[lo:hi] for c in per_node], axis=1)
+        nodes = np.concatenate([c[lo:hi] for c in leading] + [structure_features(adj, opts.walk_steps)]
+                               + [c[lo:hi] for c in trailing], axis=1)
         seqs.append(nodes[: opts.max_nodes])
         labels = node_label[lo:hi] if node_label is not None else adj.sum(1).astype(np.int64)
         wl.append(wl_histogram(adj, labels, opts.wl_iterations))
     x, mask = pad_sequences(seqs, max(len(s) for s in seqs))
-    return {"x": x, "mask": mask, "y": graph_y, "nodes": np.diff(starts), "wl": np.stack(wl)}
+    return {"x": x, "mask": mask, "nodes": np.diff(starts), "wl": np.stack(wl)}
 
 
 def _read_rows(path: Path) -> np.ndarray:
