@@ -21,12 +21,13 @@ def _data(args) -> Path | None:
     return default_data_root(args.data_root)
 
 
-def _report(results: dict, split: str, run_dir: Path, json_path: Path | None) -> None:
+def _report(results: dict, split: str, run_dir: Path, json_path: Path | None, extra: dict | None = None) -> None:
     from highmodal.fileio import atomic_write_text
     from highmodal.training.evaluation import aggregate, format_table
 
     print(format_table(results, split))
     payload = {"split": split, "run_dir": str(run_dir), "aggregate_skill": aggregate(results), "tasks": results}
+    payload |= extra or {}
     out = json_path or run_dir / f"eval_{split}.json"
     atomic_write_text(out, json.dumps(payload, indent=2))
     print(f"\nmean skill {payload['aggregate_skill']:.4f}; metrics written to {out}")
@@ -132,10 +133,23 @@ def cmd_evaluate(args) -> None:
         if not subset <= known:
             raise HighmodalError(f"--modalities: {', '.join(sorted(subset - known))} not in the suite "
                                  f"(modalities: {', '.join(sorted(known))})")
-    results = evaluate_suite(model, suite, args.split, cfg.train.eval_batch_size, modalities=subset)
+    if args.baseline and args.split != "test":
+        raise HighmodalError("--baseline: compares on the test split (the baseline is chosen on validation); "
+                             f"drop --split {args.split}")
+    results = evaluate_suite(model, suite, args.split, cfg.train.eval_batch_size, modalities=subset,
+                             predictions=args.baseline)
     default = run_dir / (f"eval_{args.split}{'-' + '+'.join(sorted(subset)) if subset else ''}"
                          f"{'-' + args.inference if args.inference else ''}.json")
-    _report(results, args.split, run_dir, Path(args.json) if args.json else default)
+    extra = None
+    if args.baseline:
+        from highmodal.bench.baselines import against_simple, format_against_simple
+
+        extra = {"against_simple": against_simple(suite, results, cfg.seed)}
+        for r in results.values():
+            del r["pred"], r["probs"], r["y"]
+    _report(results, args.split, run_dir, Path(args.json) if args.json else default, extra)
+    if extra:
+        print("\n" + format_against_simple(extra["against_simple"]))
 
 
 def _inference(args) -> dict | None:
@@ -400,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["train", "val", "test"])
     sp.add_argument("--json", help="where to write the metrics JSON (default: RUN_DIR/eval_<split>.json)")
     sp.add_argument("--modalities", help="comma-separated inputs to use; the others are withheld (robustness)")
+    sp.add_argument("--baseline", action="store_true", help="also fit the strongest simple baseline per task "
+                    "(chosen on validation) and compare on the same test rows, paired, with 95%% intervals")
     inference(sp)
     sp = common(sub.add_parser("predict", help="predict one task on new inputs (an .npz named by modality, "
                                                  "or a file in the task's training format)"), data=False)

@@ -423,3 +423,46 @@ def strongest_simple(td: TaskData, names: list[str] | None = None, log=None) -> 
             "skill": skill(td.task, values, chance), "pred": pred, "probs": probs, "y": test.y,
             "val_probs": val_probs[best], "val_y": val.y, "candidates": candidates,
             "seconds": time.perf_counter() - t0}
+
+
+def against_simple(suite, results: dict[str, dict], seed: int = 0, log=None) -> dict[str, dict]:
+    """A trained model's test results (``evaluate_suite(..., predictions=True)``) beside the strongest
+    simple baseline of each task on the same test rows: the winner's name and value, both 95%
+    intervals, and the paired bootstrap difference model − baseline (positive: the model is better)."""
+    from highmodal.bench.stats import interval, paired
+
+    out = {}
+    for td in suite:
+        t, r = td.task, results.get(td.task.name)
+        if r is None:
+            continue
+        simple = strongest_simple(td, log=log)
+        primary = metric_names(t)[0]
+        out[t.name] = {
+            "metric": primary, "model": r["metrics"][primary], "simple_best": simple["metrics"][primary],
+            "simple_best_model": simple["model"], "simple_best_what": simple["what"],
+            "ci": {"model": list(interval(t, r["y"], r["pred"], r["probs"], seed)),
+                   "simple_best": list(interval(t, simple["y"], simple["pred"], simple["probs"], seed))},
+            "model_vs_simple": paired(t, r["y"], (r["pred"], r["probs"]), (simple["pred"], simple["probs"]), seed),
+            "candidates": {k: v["val"] for k, v in simple["candidates"].items()},
+        }
+    return out
+
+
+def format_against_simple(rows: dict[str, dict]) -> str:
+    """Plain-text table of ``against_simple``: model and baseline with intervals, the paired verdict."""
+    table = [("task", "metric", "model [95% CI]", "simple best [95% CI]", "model - simple [95% CI]", "verdict")]
+    for name, r in rows.items():
+        d = r["model_vs_simple"]
+        table.append((name, r["metric"], f"{r['model']:.4f} [{r['ci']['model'][0]:.3f}, {r['ci']['model'][1]:.3f}]",
+                      f"{r['simple_best']:.4f} [{r['ci']['simple_best'][0]:.3f}, {r['ci']['simple_best'][1]:.3f}]"
+                      f" {r['simple_best_model']}",
+                      f"{d['difference']:+.4f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", d["verdict"]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["against the strongest simple baseline (chosen on validation, refit on train + validation; "
+             "paired bootstrap on the test rows)"]
+    for k, row in enumerate(table):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

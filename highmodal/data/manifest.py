@@ -158,6 +158,8 @@ def _off(path: Path) -> np.ndarray:
 
 def _text_points(path: Path) -> np.ndarray:
     text = path.read_text()
+    if not text.strip():
+        raise HighmodalError(f"{path}: empty file, no points; drop its row from the manifest")
     delimiter = "," if "," in text.split("\n", 1)[0] else None
     return np.loadtxt(path, delimiter=delimiter, ndmin=2)
 

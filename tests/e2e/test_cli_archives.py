@@ -102,6 +102,15 @@ def test_tu_folder_trains_evaluates_and_predicts_new_graphs(tmp_path, cli):
     report, preds = train_evaluate_predict(cli, tmp_path, task, tmp_path / "new" / "DIGITS", 12)
     assert report["metrics"]["accuracy"] > 0.5, report  # chance (majority) is about 0.35
     assert {p["prediction"] for p in preds} <= {"0", "1", "7"}
+    # The strongest simple baseline beside the model, on the same test rows.
+    proc = cli("evaluate", "run", "--baseline", "--json", "against.json", cwd=tmp_path, check=True)
+    row = json.loads((tmp_path / "against.json").read_text())["against_simple"]["shapes"]
+    assert "wl_kernel_svm" in row["candidates"] and row["simple_best_model"] in proc.stdout
+    assert row["model"] == pytest.approx(report["metrics"]["accuracy"]) and row["simple_best"] > 0.5
+    low, high = row["model_vs_simple"]["ci"]
+    assert low <= row["model_vs_simple"]["difference"] <= high
+    assert row["model_vs_simple"]["verdict"] == ("above" if low > 0 else "below" if high < 0 else "tie")
+    assert cli("evaluate", "run", "--baseline", "--split", "val", cwd=tmp_path).returncode != 0
 
 
 def test_manifest_of_point_and_image_files_with_string_labels(tmp_path, cli):
