@@ -1,6 +1,9 @@
 """highmodal: one model across many modalities and tasks (HighMMT, OmniVec2)."""
 
+from highmodal.runtime import apply_defaults
+
 __version__ = "0.1.0"
+apply_defaults()  # before torch loads OpenMP: threads that fit the machine, no spinning (highmodal/runtime.py)
 
 
 def load(run_dir, device: str = "cpu"):

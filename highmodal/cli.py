@@ -267,6 +267,18 @@ def cmd_bench(args) -> None:
         print(json.dumps(line), flush=True)
 
 
+def cmd_bench_contention(args) -> None:
+    from highmodal.bench.contention import run_contention
+
+    report = run_contention(model=args.model, batch=args.batch, steps=args.steps, repeats=args.repeats,
+                            threads=args.threads, contend=args.contend, policies=tuple(args.policies.split(",")),
+                            log=lambda line: print(line, flush=True))
+    if args.json:
+        from highmodal.fileio import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2))
+
+
 def cmd_bench_gpu(args) -> None:
     from highmodal.bench.gpu import main_from
 
@@ -534,6 +546,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--peak-tflops", type=float, help="the device's dense peak TFLOP/s in our model's dtype "
                     "(bf16 with --amp bf16), for MFU (default: a datasheet table of NVIDIA GPUs; none on CPU)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
+    sp = common(bench.add_parser("contention", help="samples/s of the speed workload alone and beside K busy "
+                                 "processes, per OpenMP wait policy (each measured in a fresh process): one JSON "
+                                 "line per policy"), data=False)
+    sp.add_argument("--model", default="highmmt", help="model to measure (default: highmmt)")
+    sp.add_argument("--contend", type=int, default=1, help="busy single-threaded processes beside it (default: 1)")
+    sp.add_argument("--policies", default="torch,passive", help="comma-separated: torch (OpenMP's default, "
+                    "spinning) and/or passive (highmodal's default) (default: both)")
+    sp.add_argument("--batch", type=int, default=32, help="samples per task in a step (default: 32)")
+    sp.add_argument("--steps", type=int, default=10, help="steps per timed run (default: 10)")
+    sp.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default: 3)")
+    sp.add_argument("--threads", type=int, help="torch intra-op threads (default: the CPUs available)")
+    sp.add_argument("--json", help="also write the report to this file")
+    sp.set_defaults(func=cmd_bench_contention)
     sp = common(bench.add_parser("scaling", help="HighMMT epoch time vs number of tasks, sequence length and batch "
                                  "size on the speed workload: one JSON line per point, then scaling.json and one "
                                  "PNG per curve in --out"), data=False)
@@ -585,8 +610,10 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stderr.isatty() and hasattr(args, "no_progress"):
         args.no_progress = True  # progress bars would flood a redirected log
     import highmodal.data  # noqa: F401  (registers the data sources)
+    from highmodal.runtime import thread_count
 
     try:
+        thread_count()  # a bad HIGHMODAL_THREADS is a clear error (the value itself is applied on import)
         args.func(args)
     except HighmodalError as e:
         if args.debug or os.environ.get("HIGHMODAL_DEBUG"):

@@ -12,7 +12,6 @@ processes (each with its share of the CPU threads) and give the same numbers in 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -128,7 +127,10 @@ def run_jobs(settings: RunSettings, jobs: list[Job], workers: int, desc: str,
 
 
 def worker_threads(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+    """Threads per pool worker: this process's CPUs shared out, one at least (never cores × workers)."""
+    from highmodal.runtime import available_cpus
+
+    return max(1, available_cpus() // max(workers, 1))
 
 
 def settings_for(suite: TaskSuite, preset: str, options: dict, train: TrainConfig, epochs: int, seed: int,

@@ -1,0 +1,90 @@
+"""CPU threads that fit the machine the process actually has, without busy-waiting on shared cores.
+
+PyTorch's CPU builds run intra-op work on OpenMP threads which, by default, spin while they wait
+for the next parallel region. When another busy process shares the cores, the spinning threads
+take the time slices the working ones need, and throughput falls far below the fair share
+(docs/performance.md, "Shared cores"). So, unless the user has set them:
+
+* ``OMP_WAIT_POLICY=PASSIVE``: waiting threads sleep;
+* ``OMP_NUM_THREADS`` = the CPUs this process may run on: its affinity mask, capped by a cgroup CPU
+  quota (a container limited to 2 CPUs on a 64-core host gets 2 threads, not 64).
+
+OpenMP reads both once, when torch loads, so ``import highmodal`` sets them as defaults (explicit
+values win; importing torch first leaves torch's choices, and ``configure_threads`` is then the way).
+``HIGHMODAL_THREADS`` or ``train.threads`` override the thread count; ``HIGHMODAL_WAIT_POLICY=openmp``
+keeps OpenMP's own default wait policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+
+from highmodal.errors import HighmodalError
+
+WAIT_POLICY = "PASSIVE"
+THREADS_ENV = "HIGHMODAL_THREADS"
+
+
+def apply_defaults() -> None:
+    """OpenMP defaults for this process and its children (see the module doc); effective only
+    before torch is first imported. A bad ``HIGHMODAL_THREADS`` is left for the CLI to report."""
+    if os.environ.get("HIGHMODAL_WAIT_POLICY", "passive") != "openmp":
+        os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    with contextlib.suppress(HighmodalError):
+        os.environ.setdefault("OMP_NUM_THREADS", str(thread_count()))
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None without one."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup quota (rounded up)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cpus = min(cpus, max(1, math.ceil(limit)))
+    return max(1, cpus)
+
+
+def thread_count(requested: int | None = None) -> int:
+    """``requested`` (e.g. ``train.threads``), else ``HIGHMODAL_THREADS``, else ``available_cpus()``."""
+    if requested is not None:
+        return requested
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise HighmodalError(f"{THREADS_ENV}={env!r}: expected a positive integer")
+        return value
+    return available_cpus()
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Set torch's intra-op threads to ``thread_count(requested)``; returns it."""
+    import torch
+
+    n = thread_count(requested)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
