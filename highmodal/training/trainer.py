@@ -274,8 +274,9 @@ class Trainer:
                     log.flush()
                     writer.add_scalar("val/score", score, p.step)
                     writer.add_scalar("lr", record["lr"], p.step)
+                    for n, loss in train_loss.items():
+                        writer.add_scalar(f"train_loss/{n}", loss, p.step)
                     for n, r in val.items():
-                        writer.add_scalar(f"train_loss/{n}", train_loss[n], p.step)
                         for metric, value in r["metrics"].items():
                             writer.add_scalar(f"val/{n}/{metric}", value, p.step)
         finally:

@@ -41,6 +41,18 @@ def test_only_tasks_trains_those_and_selects_on_them():
         Trainer(model, suite, TrainConfig(select_on=["digit"]), progress=False)
 
 
+def test_selecting_on_a_task_that_is_not_trained(tmp_path):
+    """Train one task, choose the epoch on another: the log has no training loss for the second."""
+    suite = build_suite(TASKS, LoadContext(seed=0))
+    torch.manual_seed(0)
+    model = create_model("highmmt", suite.specs, [td.task for td in suite], preset="tiny")
+    cfg = TrainConfig(epochs=1, only_tasks=["cancer"], select_on=["digits"])
+    summary = Trainer(model, suite, cfg, 0, tmp_path, progress=False).fit()
+    (record,) = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert set(record["train_loss"]) == {"cancer"} and "digits" in record["val"]
+    assert record["val_score"] == pytest.approx(summary["val"]["digits"]["skill"])
+
+
 def test_transfer_to_a_held_out_task_through_the_cli(tmp_path, cli):
     """Pre-train on two tasks with the third's modality codes and head defined but untouched, then
     fine-tune on the third from that run."""
