@@ -51,6 +51,8 @@ class TaskEntry:
     batch_size: int | None = None
     metric: str | None = None
     shots: int | None = None  # few-shot: keep k labelled training samples per class (regression: k in all)
+    forecast_residual: bool = True  # forecasting: predict the change from the last observed value
+    forecast_instance_norm: bool = True  # forecasting: standardise each input window (RevIN)
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def make_task(
 ) -> Task:
     """The loader's Task, carrying the entry's common fields (name, weight, batch size)."""
     return Task(entry.name, tuple(modalities), target, out_dim, tuple(class_names), entry.weight,
-                entry.batch_size, description, metric=entry.metric)
+                entry.batch_size, description, metric=entry.metric, forecast_residual=entry.forecast_residual,
+                forecast_instance_norm=entry.forecast_instance_norm)
 
 
 def encode_labels(raw: np.ndarray, where: str, classes: list | None = None) -> tuple[np.ndarray, list[str]]:

@@ -25,6 +25,11 @@ class Task:
     map them back, so losses of different tasks are on comparable scales. ``forecast``: for a
     forecasting task, the ``(modality, channel)`` whose last observed value is the naive forecast of
     every target step; that forecast, not the training mean, is then the task's chance level.
+    ``forecast_residual``: the model's head then predicts the change from that last value (added
+    back inside the model), so an untrained head starts at the naive forecast instead of the mean.
+    ``forecast_instance_norm`` (RevIN, Kim et al. ICLR 2022): the forecast modality's window is
+    standardised per sample and channel before encoding, and the head's output is scaled back by
+    the window's standard deviation of the forecast channel.
     """
 
     name: str
@@ -39,6 +44,8 @@ class Task:
     target_std: tuple[float, ...] | None = None
     metric: str | None = None
     forecast: tuple[str, int] | None = None
+    forecast_residual: bool = True
+    forecast_instance_norm: bool = True
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -72,6 +79,8 @@ class Task:
         d["class_names"] = tuple(d["class_names"])
         for k in ("target_mean", "target_std", "forecast"):
             d[k] = None if d.get(k) is None else tuple(d[k])
+        d.setdefault("forecast_residual", False)  # saved before the options existed: direct forecasts
+        d.setdefault("forecast_instance_norm", False)
         return cls(**d)
 
 

@@ -22,6 +22,16 @@ class Piece:
     batch: dict[str, torch.Tensor]
 
 
+@dataclass
+class ForecastView:
+    """A batch as a forecasting head's encoder reads it, with the map back to the target units:
+    ``output × scale + offset`` (each ``(B, outputs)`` or None)."""
+
+    batch: dict[str, torch.Tensor]
+    offset: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+
+
 class MultitaskModel(nn.Module):
     """Subclasses implement ``forward(batch, task) -> raw head output``; ``default_sampler`` names
     the multitask sampler (``training/samplers.py``) the model's paper trains it with."""
@@ -43,6 +53,42 @@ class MultitaskModel(nn.Module):
         A piece's output may be a tuple of outputs of several paths; its loss is then their mean
         (``piece_loss``)."""
         return [self(p.batch, p.task) for p in pieces]
+
+    def forecast_view(self, batch: dict[str, torch.Tensor], task: str) -> ForecastView:
+        """What a forecasting task's encoder reads and how its head's output is mapped back (see
+        ``Task.forecast_residual`` / ``forecast_instance_norm``); other tasks pass through."""
+        t = self.task(task)
+        if t.forecast is None or t.forecast[0] not in batch or not (t.forecast_residual or t.forecast_instance_norm):
+            return ForecastView(batch)
+        modality, channel = t.forecast
+        x, mask = batch[modality], batch.get(f"{modality}_mask")
+        real = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask.bool()
+        last_step = real.long().cumsum(1).argmax(1)  # the last real step of each (padded) sequence
+        last = x[torch.arange(len(x), device=x.device), last_step, channel].float()
+        mean_t = torch.zeros(t.out_dim, device=x.device) if t.target_mean is None else x.new_tensor(t.target_mean)
+        std_t = torch.ones(t.out_dim, device=x.device) if t.target_std is None else x.new_tensor(t.target_std)
+        scale = None
+        if t.forecast_instance_norm:
+            w = real.unsqueeze(-1).to(x.dtype)
+            n = w.sum(1, keepdim=True).clamp(min=1)
+            mu = (x * w).sum(1, keepdim=True) / n
+            sigma = (((x - mu) ** 2 * w).sum(1, keepdim=True) / n).sqrt() + 1e-5
+            batch = {**batch, modality: (x - mu) / sigma * w}
+            scale = sigma[:, 0, channel, None].float() / std_t
+        offset = (last[:, None] - mean_t) / std_t if t.forecast_residual else None
+        return ForecastView(batch, offset, scale)
+
+    @staticmethod
+    def forecast_output(out: torch.Tensor | tuple[torch.Tensor, ...], view: ForecastView
+                        ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """A head's output (or each path's of a tuple) × the view's scale + its offset."""
+        if isinstance(out, tuple):
+            return tuple(MultitaskModel.forecast_output(o, view) for o in out)
+        if view.scale is not None:
+            out = out * view.scale.to(out.dtype)
+        if view.offset is not None:
+            out = out + view.offset.to(out.dtype)
+        return out
 
     def compile_step(self, **options) -> None:
         """``torch.compile`` (with ``options``) the work of ``step_outputs``, in place: the weights

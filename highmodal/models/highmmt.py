@@ -177,7 +177,10 @@ class HighMMT(MultitaskModel):
         return self.step_outputs([Piece(task, None, batch)])[0]
 
     def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
-        return [self.heads[p.task](f) for p, f in zip(pieces, self.step_features(pieces), strict=True)]
+        views = [self.forecast_view(p.batch, p.task) for p in pieces]
+        pieces = [Piece(p.task, p.modality, v.batch) for p, v in zip(pieces, views, strict=True)]
+        return [self.forecast_output(self.heads[p.task](f), v)
+                for p, f, v in zip(pieces, self.step_features(pieces), views, strict=True)]
 
     def compile_step(self, **options) -> None:
         """The encoders' and crossmodal transformers' batched calls, where ``step_features`` spends

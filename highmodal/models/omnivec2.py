@@ -192,6 +192,8 @@ class OmniVec2(MultitaskModel):
     # --- training and inference --------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         t = self.task(task)
+        view = self.forecast_view(batch, task)
+        batch = view.batch
         present = [m for m in t.modalities if m in batch]
         if not present:
             raise HighmodalError(f"task {task!r}: the batch holds none of its modalities {list(t.modalities)}")
@@ -203,7 +205,7 @@ class OmniVec2(MultitaskModel):
                 outs += [self.head(za, task, a), self.head(zb, task, b)]
         else:
             outs = [self.head(self.single(streams[m]), task, m) for m in present]
-        return torch.stack(outs).mean(0)
+        return self.forecast_output(torch.stack(outs).mean(0), view)
 
     def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor | tuple[torch.Tensor, ...]]:
         """Pairwise training (§3): two pieces, each one modality of one task, go through the fused
@@ -211,16 +213,21 @@ class OmniVec2(MultitaskModel):
         piece's output is then the pair (fused, single), its loss their mean); a lone modality piece
         goes single-stream; a whole-task piece as ``forward``."""
         if len(pieces) == 2 and all(p.modality is not None for p in pieces):
-            a, b = pieces
+            views = [self.forecast_view(p.batch, p.task) for p in pieces]
+            a, b = (Piece(p.task, p.modality, v.batch) for p, v in zip(pieces, views, strict=True))
             sa, sb = self.stream(a.batch, a.modality), self.stream(b.batch, b.modality)
             za, zb = self.fuse(sa, sb)
             fused = [self.head(za, a.task, a.modality), self.head(zb, b.task, b.modality)]
-            if not self.cfg.train_single:
-                return fused
-            return [(fused[0], self.head(self.single(sa), a.task, a.modality)),
-                    (fused[1], self.head(self.single(sb), b.task, b.modality))]
-        return [self(p.batch, p.task) if p.modality is None
-                else self.head(self.single(self.stream(p.batch, p.modality)), p.task, p.modality) for p in pieces]
+            if self.cfg.train_single:
+                fused = [(fused[0], self.head(self.single(sa), a.task, a.modality)),
+                         (fused[1], self.head(self.single(sb), b.task, b.modality))]
+            return [self.forecast_output(out, v) for out, v in zip(fused, views, strict=True)]
+        return [self(p.batch, p.task) if p.modality is None else self._single_piece(p) for p in pieces]
+
+    def _single_piece(self, p: Piece) -> torch.Tensor:
+        view = self.forecast_view(p.batch, p.task)
+        return self.forecast_output(self.head(self.single(self.stream(view.batch, p.modality)), p.task, p.modality),
+                                    view)
 
     def compile_step(self, **options) -> None:
         """The shared parts, where OmniVec2's FLOPs are: f, its FC layers, the fusion blocks and g.
