@@ -16,7 +16,7 @@ carved from train with the run seed (stratified for classification).
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +64,24 @@ class ModalityField:
 
 
 @dataclass
+class ForecastField:
+    """The input channel a forecast target continues: ``modality`` (``(N, steps, channels)``), ``channel``."""
+
+    modality: str
+    channel: int = 0
+
+
+@dataclass
 class TargetField:
-    """``num_classes`` (classification, integer labels): labels must lie in 0..num_classes-1."""
+    """``num_classes`` (classification, integer labels): labels must lie in 0..num_classes-1.
+    ``forecast`` (regression): the ``{modality, channel}`` of a ``(N, steps, channels)`` input whose
+    next values the target holds; its last observed value is then the naive forecast to beat, and
+    the model forecasts from it (see the task keys ``forecast_residual``, ``forecast_instance_norm``)."""
 
     kind: str
     key: str = "y"
     num_classes: int | None = None
+    forecast: ForecastField | None = None
 
 
 @dataclass
@@ -281,7 +293,24 @@ def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
         raise HighmodalError(f"{path}: split array {opts.split_key!r} has {len(split)} entries, expected {len(y)}")
     splits = assign_splits(data, split, opts, opts.target.kind == "classification", ctx.seed, str(path))
     task = make_task(entry, list(opts.modalities), opts.target.kind, out_dim, class_names, f"from {path.name}")
+    if opts.target.forecast is not None:
+        task = replace(task, forecast=forecast_of(opts.target, inputs, f"{path} [target.forecast]"), metric=task.metric
+                       or "mse")
+        if task.forecast_instance_norm:
+            modes[task.forecast[0]] = "none"  # each window is standardised on its own
     return fit_normalization(TaskData(task, specs, splits, str(path)), modes)
+
+
+def forecast_of(target: TargetField, inputs: dict[str, np.ndarray], where: str) -> tuple[str, int]:
+    """``target.forecast`` checked against the inputs: ``(modality, channel)``."""
+    modality, channel = target.forecast.modality, target.forecast.channel
+    if target.kind != "regression":
+        raise HighmodalError(f"{where}: a forecast target is a regression target, not {target.kind!r}")
+    if modality not in inputs or inputs[modality].ndim != 3:
+        raise HighmodalError(f"{where}: modality {modality!r} must be a (N, steps, channels) input of the task")
+    if not 0 <= channel < inputs[modality].shape[-1]:
+        raise HighmodalError(f"{where}: channel {channel!r} is not in 0..{inputs[modality].shape[-1] - 1}")
+    return modality, channel
 
 
 @register_loader("csv", CsvOptions, ("tabular",), "your own CSV table: feature columns and a target column")

@@ -1,5 +1,7 @@
 """Bring-your-own CSV and npz loaders on real package-shipped data."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,3 +82,33 @@ def test_npz_bad_split_values(tmp_path):
         build_suite([{"name": "s", "source": "npz", "path": "s.npz",
                       "modalities": {"a": {"kind": "tabular", "key": "x"}},
                       "target": {"kind": "classification", "key": "y"}}], LoadContext(config_dir=tmp_path))
+
+
+def _walk_npz(path) -> None:
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.normal(size=1500)).astype(np.float32)
+    starts = np.arange(0, 1500 - 40, 4)
+    x = np.stack([np.stack([walk[s:s + 32], rng.normal(size=32)], -1) for s in starts]).astype(np.float32)
+    np.savez(path, series=x, y=np.stack([walk[s + 32:s + 40] for s in starts]))
+
+
+def test_npz_forecast_target_uses_the_naive_forecast_as_chance(tmp_path):
+    from highmodal.data import LoadContext, build_suite
+    from highmodal.errors import HighmodalError
+    from highmodal.training.metrics import chance_metrics
+
+    _walk_npz(tmp_path / "walk.npz")
+    entry = {"name": "walk", "source": "npz", "path": str(tmp_path / "walk.npz"),
+             "modalities": {"series": {"kind": "time_series", "key": "series"}},
+             "target": {"kind": "regression", "key": "y", "forecast": {"modality": "series", "channel": 0}}}
+    td = build_suite([entry], LoadContext(seed=0))["walk"]
+    assert td.task.forecast == ("series", 0) and td.task.metric == "mse" and td.task.forecast_residual
+    test = td.splits["test"]
+    naive = np.mean((test.y - test.inputs["series"][:, -1, :1]) ** 2)
+    assert chance_metrics(td.task, td.splits["train"].y, test.y, test.inputs)["mse"] == pytest.approx(naive, rel=1e-5)
+    for forecast, message in (({"modality": "series", "channel": 5}, "channel 5 is not in 0..1"),
+                              ({"modality": "other"}, "'other' must be a (N, steps, channels) input"),
+                              ({"channel": 0}, "modality")):
+        bad = {**entry, "target": {**entry["target"], "forecast": forecast}}
+        with pytest.raises(HighmodalError, match=re.escape(message)):
+            build_suite([bad], LoadContext(seed=0))
