@@ -85,3 +85,25 @@ def paired(task: Task, y: np.ndarray, a: tuple[np.ndarray, np.ndarray | None], b
     low, high = (float(v) for v in np.nanpercentile(sign * (both[:, 0] - both[:, 1]), [2.5, 97.5]))
     verdict = "above" if low > 0 else "below" if high < 0 else "tie"
     return {"difference": float(observed), "ci": [low, high], "verdict": verdict}
+
+
+def sample_std(values: list[float]) -> float:
+    """The seed-to-seed standard deviation (ddof 1; 0 for a single value)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def seed_summary(skills: list[dict[str, float]], forecasting: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Per-seed ``{task: skill points}`` → the suite's mean skill per seed with its mean and sample
+    std over seeds, and the same without ``forecasting`` tasks: a forecaster far worse than the naive
+    forecast scores minus hundreds of points, which would drown every other task's skill."""
+
+    def mean(row: dict[str, float], keep) -> float:
+        values = [v for t, v in row.items() if keep(t) and not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    scores = [mean(row, lambda t: True) for row in skills]
+    others = [mean(row, lambda t: t not in forecasting) for row in skills]
+    return {"scores": scores, "mean": float(np.mean(scores)), "std": sample_std(scores),
+            "scores_without_forecasting": others, "mean_without_forecasting": float(np.mean(others)),
+            "std_without_forecasting": sample_std(others), "forecasting": sorted(forecasting),
+            "per_seed_skill": skills}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from highmodal.bench.baselines import simple_retrieval
+from highmodal.bench.stats import seed_summary
 from highmodal.bench.suite import cap_suite, reuse_run
 from highmodal.data.loaders import few_shot, fit_target_scale
 from highmodal.data.task import TaskSuite
@@ -57,7 +58,7 @@ def shot_suite(suite: TaskSuite, k: int, seed: int) -> TaskSuite:
 
 def _finetune(exp, suite: TaskSuite, label: str, init: Path | None, seeds: int, out: Path, config_dir: Path,
               data_root: Path | None, reuse: bool, overwrite: bool, progress: bool, log, tag: str = "") -> dict:
-    scores, per_task, seconds = [], {}, 0.0
+    per_task, seconds, skills = {}, 0.0, []
     for seed in range(seeds):
         run_cfg = dataclasses.replace(exp, name=f"{label}-{seed}", seed=seed)
         where = out / label / f"seed{seed}"
@@ -67,14 +68,13 @@ def _finetune(exp, suite: TaskSuite, label: str, init: Path | None, seeds: int, 
                                                    log, suite=suite, init=init)
         else:
             results, summary = found
-        scores.append(100 * aggregate(results))
+        skills.append({task: 100 * r["skill"] for task, r in results.items()})
         seconds += summary["train_seconds"]
         for task, r in results.items():
             per_task.setdefault(task, []).append(r["metrics"][r["primary"]])
-        log(f"fine-tune {tag}{label} seed {seed}: test mean skill {scores[-1]:.2f}")
-    return {"scores": scores, "mean": float(np.mean(scores)),
-            "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, "seconds": seconds,
-            "per_task": {t: float(np.mean(v)) for t, v in per_task.items()}}
+        log(f"fine-tune {tag}{label} seed {seed}: test mean skill {100 * aggregate(results):.2f}")
+    return seed_summary(skills, {td.task.name for td in suite if td.task.forecast is not None}) | {
+        "seconds": seconds, "per_task": {t: float(np.mean(v)) for t, v in per_task.items()}}
 
 
 def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path | None, quick: bool = False,
@@ -152,9 +152,10 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
 def markdown(report: dict) -> str:
     lines: list[str] = []
     if report["finetune"]:
-        lines += ["| start | test mean skill (points) | seeds |", "|---|---:|---:|"]
+        lines += ["| start | test mean skill (points) | without forecasting tasks | seeds |", "|---|---:|---:|---:|"]
         for label, row in report["finetune"].items():
-            lines.append(f"| {label} | {row['mean']:.2f} ± {row['std']:.2f} | {len(row['scores'])} |")
+            lines.append(f"| {label} | {row['mean']:.2f} ± {row['std']:.2f} | {row['mean_without_forecasting']:.2f} ± "
+                         f"{row['std_without_forecasting']:.2f} | {len(row['scores'])} |")
         lines.append("")
     shots = report["settings"]["shots"]
     if report["fewshot"]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from highmodal.bench.stats import seed_summary
 from highmodal.bench.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config, reuse_run
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.fileio import atomic_write_text
@@ -90,9 +91,10 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
         base = dataclasses.replace(base, task_options=s.task_options)
     exp = extra_experiment(cfg, base, quick, names)
     suite = cap_suite(suite_for(exp, config_dir, data_root), max_train, max_eval, cfg.seed)
+    forecasting = {td.task.name for td in suite if td.task.forecast is not None}
     rows = []
     for v in chosen:
-        scores, val_scores, params, seconds = [], [], 0, 0.0
+        skills, val_scores, params, seconds = [], [], 0, 0.0
         for seed in range(n_seeds):
             run_cfg = dataclasses.replace(
                 exp, name=f"{v.name}-{seed}", seed=seed,
@@ -105,14 +107,14 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
             else:
                 results, summary = found
             seconds += summary["train_seconds"]
-            scores.append(100 * aggregate(results))
+            skills.append({task: 100 * r["skill"] for task, r in results.items()})
             val_scores.append(100 * summary["best_val_score"])
             params = summary["params"]
-            log(f"{v.name} seed {seed}: validation mean skill {val_scores[-1]:.2f}, test {scores[-1]:.2f}")
-        rows.append({"variant": v.name, "description": v.description, "scores": scores, "val_scores": val_scores,
-                     "val_mean": float(np.mean(val_scores)),
-                     "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
-                     "params": params, "seconds": seconds, "options": v.options, "train": v.train})
+            log(f"{v.name} seed {seed}: validation mean skill {val_scores[-1]:.2f}, "
+                f"test {100 * aggregate(results):.2f}")
+        rows.append({"variant": v.name, "description": v.description, "val_scores": val_scores,
+                     "val_mean": float(np.mean(val_scores))} | seed_summary(skills, forecasting)
+                    | {"params": params, "seconds": seconds, "options": v.options, "train": v.train})
     report = {"command": command, "suite": suite_name, "study": study, "quick": quick, "seeds": n_seeds,
               "epochs": cfg.train.epochs, "max_train": max_train, "max_eval": max_eval,
               "model": dataclasses.asdict(exp.model), "train": dataclasses.asdict(exp.train),
@@ -124,9 +126,10 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
 
 
 def markdown(report: dict) -> str:
-    lines = ["| variant | what changes | validation mean skill (points) | test mean skill (points) | seeds | "
-             "parameters |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| variant | what changes | validation mean skill (points) | test mean skill (points) | "
+             "without forecasting tasks | seeds | parameters |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['variant']} | {r['description']} | {r['val_mean']:.2f} | {r['mean']:.2f} ± "
-                     f"{r['std']:.2f} | {len(r['scores'])} | {r['params']:,} |")
+                     f"{r['std']:.2f} | {r['mean_without_forecasting']:.2f} ± {r['std_without_forecasting']:.2f} | "
+                     f"{len(r['scores'])} | {r['params']:,} |")
     return "\n".join(lines) + "\n"
