@@ -67,7 +67,9 @@ class MultitaskModel(nn.Module):
         last = x[torch.arange(len(x), device=x.device), last_step, channel].float()
         mean_t = torch.zeros(t.out_dim, device=x.device) if t.target_mean is None else x.new_tensor(t.target_mean)
         std_t = torch.ones(t.out_dim, device=x.device) if t.target_std is None else x.new_tensor(t.target_std)
-        scale = None
+        scale, offset = None, None
+        if t.forecast_residual:
+            offset = (last[:, None] - mean_t) / std_t
         if t.forecast_instance_norm:
             w = real.unsqueeze(-1).to(x.dtype)
             n = w.sum(1, keepdim=True).clamp(min=1)
@@ -75,7 +77,8 @@ class MultitaskModel(nn.Module):
             sigma = (((x - mu) ** 2 * w).sum(1, keepdim=True) / n).sqrt() + 1e-5
             batch = {**batch, modality: (x - mu) / sigma * w}
             scale = sigma[:, 0, channel, None].float() / std_t
-        offset = (last[:, None] - mean_t) / std_t if t.forecast_residual else None
+            if offset is None:  # RevIN proper: the window's mean is added back
+                offset = (mu[:, 0, channel, None].float() - mean_t) / std_t
         return ForecastView(batch, offset, scale)
 
     @staticmethod

@@ -54,10 +54,12 @@ def test_the_offset_is_the_last_value_in_target_units(model):
     torch.testing.assert_close(diff, (last - 2.0)[:, None].expand(-1, 6), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["highmmt", "omnivec2"])
-def test_instance_norm_makes_forecasts_follow_the_window_level_and_scale(model):
-    """RevIN: the encoder reads each window standardised, so forecasting a·x + b gives a·f(x) + b."""
-    task = Task("walk", ("h",), "regression", 6, target_mean=(2.0,) * 6, target_std=(4.0,) * 6, forecast=("h", 1))
+@pytest.mark.parametrize(("model", "residual"), [("highmmt", True), ("omnivec2", True), ("highmmt", False)])
+def test_instance_norm_makes_forecasts_follow_the_window_level_and_scale(model, residual):
+    """RevIN: the encoder reads each window standardised, so forecasting a·x + b gives a·f(x) + b
+    (from the last value, or without ``forecast_residual`` from the window's mean)."""
+    task = Task("walk", ("h",), "regression", 6, target_mean=(2.0,) * 6, target_std=(4.0,) * 6, forecast=("h", 1),
+                forecast_residual=residual)
     torch.manual_seed(0)
     net = create_model(model, [SPEC], [task], preset="tiny").eval()
     x = torch.randn(5, 48, 2)
