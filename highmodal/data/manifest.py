@@ -11,8 +11,8 @@ optional split column. Files are read by their type with the field's library:
 * sequences (time series, IMU, video frames): ``.csv`` (one row per time step, numeric columns) or
   ``.npy`` ``(L, C)`` (``(L, ...)`` is flattened per step; ``channels_first`` reads ``(C, L)``),
   padded with a mask;
-* audio: ``.wav`` → the log-mel front end of the FSDD loader at ``sample_rate`` (other rates are
-  resampled), or ``.npy``/``.csv`` features per frame;
+* audio: ``.wav``/``.flac``/``.ogg``/``.aiff`` (soundfile) → the log-mel front end of the FSDD
+  loader at ``sample_rate`` (other rates are resampled), or ``.npy``/``.csv`` features per frame;
 * tabular: ``columns`` of the manifest itself, one token per column;
 * text: the column holds the text itself; lower-cased words and punctuation become ids by feature
   hashing (Weinberger et al. 2009) into ``vocab_size`` buckets, so no fitted vocabulary has to
@@ -236,20 +236,22 @@ def read_sequence(path: Path, f: ManifestField) -> np.ndarray:
     return x
 
 
+AUDIO_FILES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
 def read_audio(path: Path, f: ManifestField) -> np.ndarray:
-    from scipy.io import wavfile
+    """A sound file (soundfile: WAV, FLAC, OGG, AIFF) → log-mel frames; other files are per-frame features."""
+    import soundfile
     from scipy.signal import resample_poly
 
     from highmodal.data.real.audio import SpectrogramOptions, log_mel, mel_filterbank
 
-    if path.suffix.lower() != ".wav":
+    if path.suffix.lower() not in AUDIO_FILES:
         return read_sequence(path, f)
     try:
-        rate, wave = wavfile.read(path)
-    except Exception as e:  # scipy raises assorted types for damaged files
-        raise HighmodalError(f"{path}: cannot read the wav file ({type(e).__name__}: {e})") from None
-    scale = float(np.iinfo(wave.dtype).max) if np.issubdtype(wave.dtype, np.integer) else 1.0
-    wave = wave.astype(np.float32) / scale
+        wave, rate = soundfile.read(path, dtype="float32", always_2d=False)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
+        raise HighmodalError(f"{path}: cannot read the sound file ({type(e).__name__}: {e})") from None
     if wave.ndim == 2:
         wave = wave.mean(1)
     if rate != f.sample_rate:

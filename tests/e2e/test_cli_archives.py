@@ -353,3 +353,43 @@ def test_npz_graphs_train_and_predict_through_the_cli(tmp_path, cli):
     report, preds = train_evaluate_predict(cli, tmp_path, task, tmp_path / "new.npz", 9)
     assert report["metrics"]["accuracy"] > 0.5, report  # chance (majority) is about 0.35
     assert {p["prediction"] for p in preds} <= {"0", "1", "7"}
+
+
+def test_audio_files_wav_and_flac_in_class_folders(tmp_path):
+    """Low and high tones as WAV and FLAC files in one folder per class: both read through soundfile
+    into the same log-mel frames (FLAC is lossless), and the band holding the tone tells the classes apart."""
+    import soundfile
+    from scipy.io import wavfile
+
+    from highmodal.data import LoadContext, build_suite
+
+    rng = np.random.default_rng(0)
+    rate = 8000
+    t = np.arange(rate // 2) / rate
+    for label, freq in (("low", 300.0), ("high", 2000.0)):
+        (tmp_path / "tones" / label).mkdir(parents=True)
+        for i in range(12):
+            wave = (0.5 * np.sin(2 * np.pi * (freq + 20 * i) * t) + 0.05 * rng.normal(size=len(t))).astype(np.float32)
+            pcm = (wave * 32767).astype(np.int16)
+            if i % 2:
+                soundfile.write(tmp_path / "tones" / label / f"{i}.flac", pcm, rate, subtype="PCM_16")
+            else:
+                wavfile.write(tmp_path / "tones" / label / f"{i}.wav", rate, pcm)
+    entry = {"name": "tones", "source": "folder", "path": str(tmp_path / "tones"),
+             "field": {"kind": "audio", "sample_rate": rate}}
+    td = build_suite([entry], LoadContext(seed=0))["tones"]
+    x = np.concatenate([td.splits[s].inputs["input"] for s in ("train", "val", "test")])
+    y = np.concatenate([td.splits[s].y for s in ("train", "val", "test")])
+    assert len(x) == 24 and x.shape[-1] == td.specs["input"].channels
+    high = td.task.class_names.index("high")
+    peak_band = x.mean(1).argmax(1)  # the mel band holding the tone
+    assert peak_band[y == high].min() > peak_band[y != high].max()
+    from highmodal.data.manifest import ManifestField, read_audio
+
+    wav = tmp_path / "same.wav"
+    flac = tmp_path / "same.flac"
+    pcm = (np.sin(2 * np.pi * 440 * t) * 20000).astype(np.int16)
+    wavfile.write(wav, rate, pcm)
+    soundfile.write(flac, pcm, rate, subtype="PCM_16")
+    field = ManifestField(kind="audio", key="file", sample_rate=rate)
+    np.testing.assert_allclose(read_audio(wav, field), read_audio(flac, field), atol=1e-6)
