@@ -551,8 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "line per policy"), data=False)
     sp.add_argument("--model", default="highmmt", help="model to measure (default: highmmt)")
     sp.add_argument("--contend", type=int, default=1, help="busy single-threaded processes beside it (default: 1)")
-    sp.add_argument("--policies", default="torch,passive", help="comma-separated: torch (OpenMP's default, "
-                    "spinning) and/or passive (highmodal's default) (default: both)")
+    sp.add_argument("--policies", default="torch,highmodal", help="comma-separated: torch (OpenMP's default, "
+                    "spinning), highmodal (the library's default), passive, spin:N (default: torch,highmodal)")
     sp.add_argument("--batch", type=int, default=32, help="samples per task in a step (default: 32)")
     sp.add_argument("--steps", type=int, default=10, help="steps per timed run (default: 10)")
     sp.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default: 3)")

@@ -43,14 +43,18 @@ def test_thread_count_override_and_bad_value(monkeypatch):
 
 
 def test_import_sets_openmp_defaults_unless_given():
-    code = "import highmodal, os, torch; print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "HIGHMODAL_"))}
-    out = subprocess.run([sys.executable, "-c", code], env=env | {"HIGHMODAL_THREADS": "1"}, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert out == ["PASSIVE", "1"]
-    out = subprocess.run([sys.executable, "-c", code], env=env | {"OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert out[0] == "ACTIVE" and int(out[1]) == runtime.available_cpus()
+    code = ("import highmodal, os, torch; print(os.environ.get('GOMP_SPINCOUNT', '-'), "
+            "os.environ.get('OMP_WAIT_POLICY', '-'), torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "HIGHMODAL_"))}
+
+    def run(extra: dict) -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], env=env | extra, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert run({"HIGHMODAL_THREADS": "1"}) == [runtime.SPIN_COUNT, "-", "1"]
+    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == ["-", "ACTIVE", str(runtime.available_cpus())]
+    assert run({"HIGHMODAL_WAIT_POLICY": "openmp"})[0] == "-"
+    assert run({"GOMP_SPINCOUNT": "7"})[0] == "7"
 
 
 def test_a_bad_thread_override_is_a_clear_cli_error():

@@ -2,9 +2,10 @@
 
 Each measurement runs in a fresh Python process, since OpenMP reads its wait policy once, when
 torch loads. A policy is a set of environment variables: ``torch`` is torch's own default (OpenMP
-threads spin while they wait), ``passive`` is highmodal's (``OMP_WAIT_POLICY=PASSIVE``, see
-``highmodal/runtime.py``). The busy neighbours are single-threaded Python loops, as a second
-experiment or a browser tab would be. The report gives each policy's samples/s alone and
+threads spin while they wait), ``passive`` never spins (``OMP_WAIT_POLICY=PASSIVE``), ``spin:N``
+spins N times before sleeping (``GOMP_SPINCOUNT``). The busy neighbours are single-threaded Python loops, as a second
+experiment or a browser tab would be. ``highmodal`` is the library's default (``highmodal/runtime.py``:
+a short spin before sleeping). The report gives each policy's samples/s alone and
 contended, and the contended share of the quiet rate (the fair share is 1 / (K + 1) of the cores'
 time when K ≥ the cores, more when cores are idle).
 """
@@ -19,9 +20,22 @@ import time
 from dataclasses import asdict, dataclass
 
 POLICIES: dict[str, dict[str, str | None]] = {
-    "torch": {"OMP_WAIT_POLICY": None, "HIGHMODAL_WAIT_POLICY": "openmp"},
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "HIGHMODAL_WAIT_POLICY": None},
+    "torch": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "HIGHMODAL_WAIT_POLICY": "openmp"},
+    "highmodal": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "HIGHMODAL_WAIT_POLICY": None},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None, "HIGHMODAL_WAIT_POLICY": None},
 }
+
+
+def policy_env(name: str) -> dict[str, str | None]:
+    """A named policy, or ``spin:N``: OpenMP's default policy with GNU OpenMP spinning N times before
+    it sleeps (``GOMP_SPINCOUNT``; its default is 300,000)."""
+    from highmodal.errors import HighmodalError
+
+    if name in POLICIES:
+        return POLICIES[name]
+    if name.startswith("spin:") and name[5:].isdigit():
+        return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": name[5:], "HIGHMODAL_WAIT_POLICY": "openmp"}
+    raise HighmodalError(f"--policies: unknown {name!r}; known: {', '.join(POLICIES)}, spin:N")
 BUSY = "while True: pass"
 
 
@@ -34,7 +48,7 @@ class ContentionSettings:
     repeats: int = 3
     threads: int | None = None
     contend: int = 1
-    policies: tuple[str, ...] = tuple(POLICIES)
+    policies: tuple[str, ...] = ("torch", "highmodal")
     seed: int = 0
 
 
@@ -63,7 +77,7 @@ def child(settings: dict) -> dict:
 
 def _measure(settings: ContentionSettings, policy: str, busy: int) -> dict:
     env = dict(os.environ)
-    for key, value in POLICIES[policy].items():
+    for key, value in policy_env(policy).items():
         if value is None:
             env.pop(key, None)
         else:
@@ -90,16 +104,15 @@ def run_contention(log=print, **options) -> dict:
     from highmodal.runtime import available_cpus
 
     settings = ContentionSettings(**options)
-    unknown = [p for p in settings.policies if p not in POLICIES]
-    if unknown:
-        raise HighmodalError(f"--policies: unknown {', '.join(unknown)}; known: {', '.join(POLICIES)}")
+    for policy in settings.policies:
+        policy_env(policy)
     if settings.contend < 1:
         raise HighmodalError(f"--contend must be at least 1, got {settings.contend}")
     rows = []
     for policy in settings.policies:
         alone = _measure(settings, policy, 0)
         shared = _measure(settings, policy, settings.contend)
-        row = {"policy": policy, "env": POLICIES[policy], "threads": alone["threads"],
+        row = {"policy": policy, "env": policy_env(policy), "threads": alone["threads"],
                "alone": {k: alone[k] for k in ("train", "infer")},
                "contended": {k: shared[k] for k in ("train", "infer")},
                "share": {k: shared[k] / alone[k] for k in ("train", "infer")}}
