@@ -8,6 +8,7 @@ from highmodal.bench.contention import run_contention
 from highmodal.errors import HighmodalError
 
 
+@pytest.mark.slow  # two fresh processes and a busy neighbour: ~15 s
 def test_contention_reports_each_policy_alone_and_contended():
     report = run_contention(steps=1, repeats=1, batch=4, policies=("spin:100",), log=lambda line: None)
     (row,) = report["rows"]
