@@ -3,7 +3,7 @@
 from highmodal.runtime import apply_defaults
 
 __version__ = "0.1.0"
-apply_defaults()  # before torch loads OpenMP: threads that fit the machine, no spinning (highmodal/runtime.py)
+apply_defaults()  # before torch loads OpenMP: threads that fit the machine, a short spin (highmodal/runtime.py)
 
 
 def load(run_dir, device: str = "cpu"):

@@ -6,14 +6,14 @@ take the time slices the working ones need, and throughput falls far below the f
 (docs/performance.md, "Shared cores"). So, unless the user has set them:
 
 * ``GOMP_SPINCOUNT=3000``: a waiting thread spins 3,000 times (GNU OpenMP's default is 300,000)
-  before it sleeps. Measured with ``highmodal bench contention`` (docs/performance.md): beside one
-  busy process it keeps 46% of the quiet training throughput where the default keeps 16%, and
-  alone it loses 3% (``OMP_WAIT_POLICY=PASSIVE``, never spinning, loses 22% alone);
+  before it sleeps: the compromise ``highmodal bench contention`` found between spinning (fast
+  alone, collapses beside a busy process) and never spinning (``OMP_WAIT_POLICY=PASSIVE``, robust
+  but slower alone); the figures are in docs/performance.md;
 * ``OMP_NUM_THREADS`` = the CPUs this process may run on: its affinity mask, capped by a cgroup CPU
   quota (a container limited to 2 CPUs on a 64-core host gets 2 threads, not 64).
 
 OpenMP reads both once, when torch loads, so ``import highmodal`` sets them as defaults (explicit
-values win; importing torch first leaves torch's choices, and ``configure_threads`` is then the way).
+values win; importing torch first leaves torch's choices).
 ``HIGHMODAL_THREADS`` or ``train.threads`` override the thread count; ``HIGHMODAL_WAIT_POLICY=openmp``
 keeps OpenMP's own wait behaviour, and a user's ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is kept.
 """
@@ -81,13 +81,3 @@ def thread_count(requested: int | None = None) -> int:
             raise HighmodalError(f"{THREADS_ENV}={env!r}: expected a positive integer")
         return value
     return available_cpus()
-
-
-def configure_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op threads to ``thread_count(requested)``; returns it."""
-    import torch
-
-    n = thread_count(requested)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n

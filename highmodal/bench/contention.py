@@ -2,12 +2,12 @@
 
 Each measurement runs in a fresh Python process, since OpenMP reads its wait policy once, when
 torch loads. A policy is a set of environment variables: ``torch`` is torch's own default (OpenMP
-threads spin while they wait), ``passive`` never spins (``OMP_WAIT_POLICY=PASSIVE``), ``spin:N``
-spins N times before sleeping (``GOMP_SPINCOUNT``). The busy neighbours are single-threaded Python loops, as a second
-experiment or a browser tab would be. ``highmodal`` is the library's default (``highmodal/runtime.py``:
-a short spin before sleeping). The report gives each policy's samples/s alone and
-contended, and the contended share of the quiet rate (the fair share is 1 / (K + 1) of the cores'
-time when K ≥ the cores, more when cores are idle).
+threads spin while they wait), ``highmodal`` the library's default (a short spin before sleeping,
+``highmodal/runtime.py``), ``passive`` never spins (``OMP_WAIT_POLICY=PASSIVE``) and ``spin:N`` spins
+N times before sleeping (``GOMP_SPINCOUNT``). The busy neighbours are single-threaded Python loops,
+as a second experiment or a browser tab would be. The report gives each policy's samples/s alone
+and contended, and the contended share of the quiet rate (the fair share is 1 / (K + 1) of the
+cores' time when K ≥ the cores, more when cores are idle).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def policy_env(name: str) -> dict[str, str | None]:
     if name.startswith("spin:") and name[5:].isdigit():
         return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": name[5:], "HIGHMODAL_WAIT_POLICY": "openmp"}
     raise HighmodalError(f"--policies: unknown {name!r}; known: {', '.join(POLICIES)}, spin:N")
+
+
 BUSY = "while True: pass"
 
 

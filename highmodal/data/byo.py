@@ -294,8 +294,8 @@ def load_npz(opts: NpzOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     splits = assign_splits(data, split, opts, opts.target.kind == "classification", ctx.seed, str(path))
     task = make_task(entry, list(opts.modalities), opts.target.kind, out_dim, class_names, f"from {path.name}")
     if opts.target.forecast is not None:
-        task = replace(task, forecast=forecast_of(opts.target, inputs, f"{path} [target.forecast]"), metric=task.metric
-                       or "mse")
+        forecast = forecast_of(opts.target, inputs, f"{path} [target.forecast]")
+        task = replace(task, forecast=forecast, metric=task.metric or "mse")
         if task.forecast_instance_norm:
             modes[task.forecast[0]] = "none"  # each window is standardised on its own
     return fit_normalization(TaskData(task, specs, splits, str(path)), modes)
