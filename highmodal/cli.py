@@ -168,14 +168,16 @@ def cmd_predict(args) -> None:
     if out.exists() and not args.overwrite:
         raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
     subset = args.modalities.split(",") if args.modalities else None
-    header, rows = predict_file(load(args.run_dir, options=_inference(args)), args.task, Path(args.input),
-                                modalities=subset, entry=training_entry(Path(args.run_dir), args.task))
+    header, rows, runtime, diff = predict_file(
+        load(args.run_dir, options=_inference(args)), args.task, Path(args.input), modalities=subset,
+        entry=training_entry(Path(args.run_dir), args.task), runtime=args.runtime)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(out, buf.getvalue())
-    print(f"wrote {len(rows)} predictions for task {args.task!r} to {out}")
+    how = "" if runtime == "eager" else f" (max relative difference from eager on the first batch {diff:.2g})"
+    print(f"wrote {len(rows)} predictions for task {args.task!r} to {out}; runtime {runtime}{how}")
 
 
 def cmd_suite(args) -> None:
@@ -263,7 +265,8 @@ def cmd_bench(args) -> None:
     for line in run_speed(model=args.model, workload=args.workload, preset=args.preset, device=args.device,
                           amp=args.amp, compile=args.compile, batch=args.batch, steps=args.steps, warmup=args.warmup,
                           repeats=args.repeats, threads=args.threads, memory=not args.no_memory,
-                          peak_tflops=args.peak_tflops, seed=args.seed):
+                          peak_tflops=args.peak_tflops, seed=args.seed,
+                          runtimes=tuple(args.runtimes.split(",")) if args.runtimes else ()):
         print(json.dumps(line), flush=True)
 
 
@@ -437,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "a file as the task was trained from: its .npz layout, a .ts file, a manifest CSV/JSONL")
     sp.add_argument("--out", required=True, help="CSV to write")
     sp.add_argument("--modalities", help="comma-separated subset of the task's inputs to predict from")
+    sp.add_argument("--runtime", default="eager", help="inference engine: eager, bf16, compile, onnx (each checked "
+                    "against eager fp32 on the first batch, within its tolerance) or auto, the fastest that passes "
+                    "(default: eager)")
     inference(sp)
     sp.add_argument("--overwrite", action="store_true")
     sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs the strongest "
@@ -546,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--peak-tflops", type=float, help="the device's dense peak TFLOP/s in our model's dtype "
                     "(bf16 with --amp bf16), for MFU (default: a datasheet table of NVIDIA GPUs; none on CPU)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
+    sp.add_argument("--runtimes", help="also time inference through these engines (comma-separated: eager, bf16, "
+                    "compile, onnx), each with its max difference from fp32 eager; the best sets infer_ratio")
     sp = common(bench.add_parser("contention", help="samples/s of the speed workload alone and beside K busy "
                                  "processes, per OpenMP wait policy (each measured in a fresh process): one JSON "
                                  "line per policy"), data=False)

@@ -52,6 +52,8 @@ from highmodal.models.base import MultitaskModel, Piece, piece_loss
 from highmodal.models.highmmt import resolve_config
 from highmodal.models.registry import MODELS, create_model
 from highmodal.registry import Registry
+from highmodal.training import engines
+from highmodal.training.engines import ENGINES
 from highmodal.training.precision import autocast
 
 try:
@@ -277,6 +279,7 @@ class Settings:
     memory: bool = True
     peak_tflops: float | None = None
     seed: int = 0
+    runtimes: tuple[str, ...] = ()  # inference engines (training/engines.py) measured beside the others
 
     @property
     def warm_steps(self) -> int:
@@ -297,6 +300,13 @@ class Settings:
         for key, value in counts.items():
             if value < 1:
                 raise HighmodalError(f"--{key} must be at least 1, got {value}")
+        for name in self.runtimes:
+            why = ENGINES.get(name).missing(device_type(self.device))  # an unknown name: a clear error
+            if why:
+                raise HighmodalError(f"--runtimes {name}: {why}")
+        if self.runtimes and (self.amp or self.compile):
+            raise HighmodalError("--runtimes measures each engine beside the fp32 eager model; drop --amp/--compile "
+                                 "(--runtimes bf16,compile measure those paths)")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise HighmodalError(f"--peak-tflops must be positive, got {self.peak_tflops}")
         if self.preset not in (None, workload.preset):
@@ -315,6 +325,48 @@ class Settings:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise HighmodalError(f"--device {self.device}: torch sees no CUDA device here")
         return workload, device
+
+
+def device_type(device: str) -> str:
+    try:
+        return torch.device(device).type
+    except RuntimeError:
+        return device
+
+
+class StepGraph(nn.Module):
+    """The inference step as a graph of positional tensors (every task's inputs in order), returning
+    every task's logits: what an inference engine (``training/engines.py``) takes."""
+
+    def __init__(self, runner: Runner, batches: dict[str, dict[str, torch.Tensor]]) -> None:
+        super().__init__()
+        self.model, self.runner = runner.model, runner  # the model as a submodule: its parameters count
+        self.keys = [(task, key) for task, batch in batches.items() for key in batch]
+
+    def inputs(self, batches: dict[str, dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        return tuple(batches[task][key] for task, key in self.keys)
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        batches: dict[str, dict[str, torch.Tensor]] = {}
+        for (task, key), x in zip(self.keys, xs, strict=True):
+            batches.setdefault(task, {})[key] = x
+        return tuple(self.runner.outputs(batches, train=False))
+
+
+def engine_steps(settings: Settings, workload: Workload, device: torch.device, batches: dict
+                 ) -> dict[str, tuple[Callable[[], object], float, float]]:
+    """Each of ``settings.runtimes`` on a fresh fp32 eager copy of our model (same seed, so the same
+    weights): its step, its scaled max |difference| from eager fp32 and its tolerance."""
+    runner = make_runner("highmodal", workload, device, None, False, settings.seed)
+    graph = StepGraph(runner, batches).eval()
+    xs = graph.inputs(batches)
+    names = [f"{t}.{k}" for t, k in graph.keys]
+    outputs = [f"{t.name}.logits" for t in workload.tasks]
+    out = {}
+    for name in settings.runtimes:
+        run, diff = engines.checked(name, graph, xs, names, outputs)
+        out[name] = ((lambda run=run: run(*xs)), diff, ENGINES.get(name).tolerance)
+    return out
 
 
 def _status_bytes(key: str) -> int:
@@ -465,12 +517,19 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
     samples, steps = settings.batch * len(workload.tasks), settings.steps
     train: dict[str, list[float]] = {impl: [] for impl in runners}
     infer: dict[str, list[float]] = {impl: [] for impl in runners}
+    engine = engine_steps(settings, workload, device, batches)
+    infer_steps = {impl: (lambda r=r: r.infer_step(batches)) for impl, r in runners.items()}
+    infer_steps |= {f"runtime:{name}": step for name, (step, _, _) in engine.items()}
+    for step in infer_steps.values():  # engines warm up here (a compiled graph compiles on its first call)
+        for _ in range(settings.warm_steps):
+            step()
+    infer |= {key: [] for key in infer_steps if key not in infer}
     for _ in range(settings.repeats):
         for impl, r in runners.items():
             train[impl].append(_rate(lambda r=r: r.train_step(batches, targets), steps, samples, device))
     for _ in range(settings.repeats):
-        for impl, r in runners.items():
-            infer[impl].append(_rate(lambda r=r: r.infer_step(batches), steps, samples, device))
+        for key, step in infer_steps.items():
+            infer[key].append(_rate(step, steps, samples, device))
 
     tokens = tokens_per_step(runners["highmodal"].model, workload, batches) if workload.tokens else None
     setting = {"device": device.type, "threads": threads, "amp": settings.amp, "compile": settings.compile,
@@ -491,6 +550,15 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
                            matmul),
             "steps": steps, "warmup": settings.warm_steps, "train_runs": train[impl], "infer_runs": infer[impl],
         })
+    reference_infer = statistics.median(infer["reference"]) if "reference" in infer else None
+    for name, (_, diff, tolerance) in engine.items():
+        rate = statistics.median(infer[f"runtime:{name}"])
+        lines.append({
+            **common, "impl": "highmodal", "runtime": name, "description": ENGINES.get(name).description,
+            "device": str(device), "threads": threads, "preset": workload.preset, "batch": settings.batch,
+            "infer_samples_per_s": rate, "max_rel_diff": diff, "tolerance": tolerance,
+            "infer_ratio": rate / reference_infer if reference_infer else None, "infer_runs": infer[f"runtime:{name}"],
+        })
     if workload.original_params is None:
         ours = lines[0]
         mfu = {"train": ours["train_mfu"], "infer": ours["infer_mfu"]}
@@ -501,8 +569,12 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
         verdict = {k: mfu["train"] for k in workload.targets}
     else:
         ratio = {k: lines[0][f"{k}_samples_per_s"] / lines[1][f"{k}_samples_per_s"] for k in ("train", "infer")}
+        best = max([("eager", ratio["infer"])] + [(ln["runtime"], ln["infer_ratio"]) for ln in lines[2:]],
+                   key=lambda kv: kv[1])
+        if engine:
+            ratio["infer"] = best[1]
         summary = {**common, "ratio": "highmodal / reference samples per second", "train_ratio": ratio["train"],
-                   "infer_ratio": ratio["infer"],
+                   "infer_ratio": ratio["infer"], **({"infer_runtime": best[0]} if engine else {}),
                    "params": {"highmodal": params["highmodal"], "reference": params["reference"],
                               "original": workload.original_params}}
         verdict = ratio

@@ -151,30 +151,49 @@ def _write_torchscript(adapter: TaskAdapter, args: tuple[torch.Tensor, ...], pat
 
 
 def _write_onnx(adapter: TaskAdapter, args: tuple[torch.Tensor, ...], path: Path) -> tuple[Runner, str]:
-    """torch.export-based (dynamo) exporter first; if it refuses the model, the TorchScript-based one.
+    run, how = onnx_session(adapter, args, path, adapter.input_names, [adapter.output])
+    return (lambda xs: run(*xs)[0]), how
+
+
+def onnx_session(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: Sequence[str],
+                 output_names: Sequence[str], threads: int | None = None
+                 ) -> tuple[Callable[..., list[torch.Tensor]], str]:
+    """Write ``module`` (positional tensors in, one tensor or a tuple out; axis 0 of every input the
+    batch) to ``path`` as ONNX and open it in ONNX Runtime with ``threads`` intra-op threads (default
+    torch's count, so the thread choice of ``highmodal.runtime`` holds here too). Returns a function
+    of the same tensors giving the outputs as a list, and how the graph was captured.
+
+    torch.export-based (dynamo) exporter first; if it refuses the model, the TorchScript-based one.
     torch.export cannot follow a Python branch on tensor values, such as OmniVec2's check that text
-    token ids are in range; tracing runs the check once and records no branch. The check afterwards
-    tells whether the traced graph holds for other inputs."""
+    token ids are in range; tracing runs the check once and records no branch. The callers' check
+    afterwards tells whether the traced graph holds for other inputs."""
     import onnxruntime
 
-    io = {"input_names": adapter.input_names, "output_names": [adapter.output]}
+    io = {"input_names": list(input_names), "output_names": list(output_names)}
     batch = torch.export.Dim("batch", min=1)
     shapes = {"inputs": tuple({0: batch} for _ in args)}
     how = "torch.onnx.export (dynamo)"
     with _quiet():
         try:
-            torch.onnx.export(adapter, args, str(path), **io, dynamic_shapes=shapes, dynamo=True,
+            torch.onnx.export(module, args, str(path), **io, dynamic_shapes=shapes, dynamo=True,
                               external_data=False, verbose=False)
         except Exception as dynamo_error:
             how = "torch.onnx.export (dynamo=False, TorchScript-based: torch.export refused the model)"
             try:
-                torch.onnx.export(adapter, args, str(path), **io, dynamo=False,
+                torch.onnx.export(module, args, str(path), **io, dynamo=False,
                                   dynamic_axes={n: {0: "batch"} for n in [*io["input_names"], *io["output_names"]]})
             except Exception:
                 raise dynamo_error from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return (lambda xs: torch.from_numpy(session.run(None, {n: x.numpy() for n, x in
-                                                          zip(adapter.input_names, xs, strict=True)})[0])), how
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(*xs: torch.Tensor) -> list[torch.Tensor]:
+        feed = {n: x.numpy() for n, x in zip(io["input_names"], xs, strict=True)}
+        return [torch.from_numpy(o) for o in session.run(None, feed)]
+
+    return run, how
 
 
 WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript}

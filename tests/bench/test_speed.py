@@ -116,6 +116,19 @@ def test_tiny_run_prints_one_line_per_model_then_the_ratios():
 
 
 @needs_reference
+def test_runtimes_are_timed_beside_eager_and_the_best_sets_the_inference_ratio():
+    ours, ref, *paths, summary = run_speed(**TINY, memory=False, runtimes=("eager", "bf16", "onnx"))
+    assert [p["runtime"] for p in paths] == ["eager", "bf16", "onnx"]
+    for p in paths:
+        assert p["max_rel_diff"] <= p["tolerance"] and p["infer_samples_per_s"] > 0 and len(p["infer_runs"]) == 2
+        assert p["infer_ratio"] == pytest.approx(p["infer_samples_per_s"] / ref["infer_samples_per_s"])
+    assert paths[0]["max_rel_diff"] == 0.0  # eager is the reference it is compared with
+    best = max([ours["infer_samples_per_s"]] + [p["infer_samples_per_s"] for p in paths])
+    assert summary["infer_ratio"] == pytest.approx(best / ref["infer_samples_per_s"])
+    assert summary["infer_runtime"] in ("eager", "bf16", "onnx")
+
+
+@needs_reference
 def test_cpu_peak_memory_is_measured():
     threads = torch.get_num_threads()
     try:
@@ -148,6 +161,8 @@ def test_tiny_run_measures_memory_in_fresh_processes():
     ({"threads": 0}, "--threads must be at least 1"),
     ({"device": "tpu"}, "--device 'tpu' is not a device"),
     ({"device": "meta"}, "--device 'meta' is not supported"),
+    ({"runtimes": ("onx",)}, "unknown inference runtime 'onx'.*did you mean 'onnx'"),
+    ({"runtimes": ("onnx",), "amp": "bf16"}, "--runtimes measures each engine beside the fp32 eager model"),
 ])
 def test_bad_options_are_clear_errors(options, message):
     with pytest.raises(HighmodalError, match=message):

@@ -68,6 +68,16 @@ def test_train_evaluate_predict(byo, cli):
     pred_acc = np.mean([r["prediction"] == t for r, t in zip(rows, y[-40:], strict=True)])
     assert pred_acc == pytest.approx(acc), "predict disagrees with evaluate on the same test samples"
 
+    onnx = cli("predict", str(run), "--task", "activity", "--input", str(root / "inputs.npz"), "--runtime", "onnx",
+               "--out", str(root / "onnx.csv"), check=True)
+    assert "runtime onnx" in onnx.stdout
+    with open(root / "onnx.csv") as f:
+        onnx_rows = list(csv.DictReader(f))
+    np.testing.assert_allclose([[float(r[f"prob_{c}"]) for c in classes] for r in onnx_rows], probs, atol=1e-4)
+    bad = cli("predict", str(run), "--task", "activity", "--input", str(root / "inputs.npz"), "--runtime", "onx",
+              "--out", str(root / "bad.csv"))
+    assert bad.returncode == 2 and "did you mean 'onnx'" in bad.stderr and not (root / "bad.csv").exists()
+
     cli("evaluate", str(run), "--modalities", "accel", check=True)
     alone = json.loads((run / "eval_test-accel.json").read_text())["tasks"]["activity"]
     assert alone["withheld"] == ["gyro"] and alone["modalities"] == ["accel:imu"]
