@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/highmodal demo --out runs/demo --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check highmodal tests

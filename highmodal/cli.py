@@ -440,9 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "a file as the task was trained from: its .npz layout, a .ts file, a manifest CSV/JSONL")
     sp.add_argument("--out", required=True, help="CSV to write")
     sp.add_argument("--modalities", help="comma-separated subset of the task's inputs to predict from")
-    sp.add_argument("--runtime", default="eager", help="inference engine: eager, bf16, compile, onnx (each checked "
-                    "against eager fp32 on the first batch, within its tolerance) or auto, the fastest that passes "
-                    "(default: eager)")
+    sp.add_argument("--runtime", default="eager", help="inference engine: eager, bf16, compile, compile-bf16, "
+                    "onnx (each checked against eager fp32 on the first batch, within its tolerance) or auto, the "
+                    "fastest that passes (default: eager)")
     inference(sp)
     sp.add_argument("--overwrite", action="store_true")
     sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs the strongest "
@@ -553,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(bf16 with --amp bf16), for MFU (default: a datasheet table of NVIDIA GPUs; none on CPU)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
     sp.add_argument("--runtimes", help="also time inference through these engines (comma-separated: eager, bf16, "
-                    "compile, onnx), each with its max difference from fp32 eager; the best sets infer_ratio")
+                    "compile, compile-bf16, onnx), each with its max difference from fp32 eager; the best sets "
+                    "infer_ratio")
     sp = common(bench.add_parser("contention", help="samples/s of the speed workload alone and beside K busy "
                                  "processes, per OpenMP wait policy (each measured in a fresh process): one JSON "
                                  "line per policy"), data=False)

@@ -6,10 +6,24 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from highmodal import runtime
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs one pytest-xdist worker per available CPU: each worker, and every CLI it starts,
+    # gets its share of the CPUs rather than one OpenMP thread per CPU each (set before torch loads).
+    _share = max(1, runtime.available_cpus() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = os.environ[runtime.THREADS_ENV] = str(_share)
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import highmodal
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: the CPUs this process may use (affinity and cgroup quota), not the host's count."""
+    return runtime.available_cpus()
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:

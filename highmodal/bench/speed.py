@@ -241,12 +241,14 @@ class Runner:
 
 def make_runner(impl: str, workload: Workload, device: torch.device, amp: str | None = None, compile: bool = False,
                 seed: int = 0) -> Runner:
-    """AMP and ``torch.compile`` are ours alone: the reference runs as the original did (fp32, eager)."""
+    """AMP, ``torch.compile`` and the fused optimizer are ours alone: the reference runs as the original
+    did (fp32, eager, the default Adam)."""
     model = build_model(impl, workload, seed).to(device)
     ours = impl == "highmodal"
     if ours and compile:
         model.compile_step()
-    optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay,
+                                 fused=ours or None)  # ours: one kernel per step, as the Trainer's AdamW
     return Runner(model, optimizer, workload, device, amp if ours else None)
 
 

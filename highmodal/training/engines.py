@@ -9,6 +9,8 @@ prepares it once and returns a function of the same tensors:
   softmax in fp32, weights cast as they are used); fast only where the CPU has bf16 instructions
   (AVX-512 BF16 / AMX), so on others it reports itself unavailable;
 * ``compile``: ``torch.compile`` (inductor), which fuses the small element-wise kernels;
+* ``compile-bf16``: both: inductor generates bf16 kernels with the casts fused into them, so the
+  narrower matrix products are no longer paid back in separate cast kernels;
 * ``onnx``: the graph exported as ``highmodal export --format onnx`` does it and run by ONNX Runtime.
 
 Each engine states a tolerance: the largest absolute difference from the eager outputs it may show,
@@ -63,7 +65,7 @@ def _eager(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Se
 
 
 def _bf16(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Sequence[str]) -> Run:
-    device = next(module.parameters()).device.type
+    device = next(iter(module.parameters())).device.type
 
     def run(*xs: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
@@ -75,6 +77,10 @@ def _bf16(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Seq
 def _compile(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Sequence[str]) -> Run:
     compiled = torch.compile(module)
     return _eager(compiled, example, inputs, outputs)
+
+
+def _compile_bf16(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Sequence[str]) -> Run:
+    return _bf16(torch.compile(module), example, inputs, outputs)
 
 
 def _onnx(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Sequence[str]) -> Run:
@@ -104,6 +110,8 @@ ENGINES.register("eager")(Engine("eager", 0.0, _eager, lambda device: None, "PyT
 ENGINES.register("bf16")(Engine("bf16", 5e-2, _bf16, _bf16_missing, "PyTorch with bf16 autocast"))
 ENGINES.register("compile")(Engine("compile", 1e-4, _compile, lambda device: None,
                                    "torch.compile (inductor), fp32"))
+ENGINES.register("compile-bf16")(Engine("compile-bf16", 5e-2, _compile_bf16, _bf16_missing,
+                                        "torch.compile (inductor) with bf16 autocast"))
 ENGINES.register("onnx")(Engine("onnx", 1e-4, _onnx, _onnx_missing, "ONNX Runtime on the exported graph, fp32"))
 
 

@@ -16,7 +16,8 @@ from highmodal.models.base import MultitaskModel
 from highmodal.training.engines import ENGINES, Run, checked
 from highmodal.training.export import TaskAdapter
 
-AUTO_SKIPS = ("compile",)  # `--runtime auto` leaves out engines whose set-up (tens of seconds) rarely pays
+# `--runtime auto` leaves out the compiled engines: their set-up (tens of seconds) rarely pays in one call
+AUTO_SKIPS = ("compile", "compile-bf16")
 
 
 class Predictions(NamedTuple):
