@@ -302,10 +302,6 @@ class Settings:
         for key, value in counts.items():
             if value < 1:
                 raise HighmodalError(f"--{key} must be at least 1, got {value}")
-        for name in self.runtimes:
-            why = ENGINES.get(name).missing(device_type(self.device))  # an unknown name: a clear error
-            if why:
-                raise HighmodalError(f"--runtimes {name}: {why}")
         if self.runtimes and (self.amp or self.compile):
             raise HighmodalError("--runtimes measures each engine beside the fp32 eager model; drop --amp/--compile "
                                  "(--runtimes bf16,compile measure those paths)")
@@ -326,14 +322,11 @@ class Settings:
             raise HighmodalError(f"--device {self.device!r} is not supported; use cpu or cuda")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise HighmodalError(f"--device {self.device}: torch sees no CUDA device here")
+        for name in self.runtimes:
+            why = ENGINES.get(name).missing(device.type)  # an unknown name: a clear error with suggestions
+            if why:
+                raise HighmodalError(f"--runtimes {name}: {why}")
         return workload, device
-
-
-def device_type(device: str) -> str:
-    try:
-        return torch.device(device).type
-    except RuntimeError:
-        return device
 
 
 class StepGraph(nn.Module):
@@ -520,11 +513,11 @@ def _measure(settings: Settings, workload: Workload, device: torch.device) -> li
     train: dict[str, list[float]] = {impl: [] for impl in runners}
     infer: dict[str, list[float]] = {impl: [] for impl in runners}
     engine = engine_steps(settings, workload, device, batches)
-    infer_steps = {impl: (lambda r=r: r.infer_step(batches)) for impl, r in runners.items()}
-    infer_steps |= {f"runtime:{name}": step for name, (step, _, _) in engine.items()}
-    for step in infer_steps.values():  # engines warm up here (a compiled graph compiles on its first call)
+    for step, _, _ in engine.values():  # the models warmed up above; a compiled graph compiles on its first call
         for _ in range(settings.warm_steps):
             step()
+    infer_steps = {impl: (lambda r=r: r.infer_step(batches)) for impl, r in runners.items()}
+    infer_steps |= {f"runtime:{name}": step for name, (step, _, _) in engine.items()}
     infer |= {key: [] for key in infer_steps if key not in infer}
     for _ in range(settings.repeats):
         for impl, r in runners.items():

@@ -1,4 +1,4 @@
-"""Inference engines: one prediction graph run four ways, each checked against the fp32 reference.
+"""Inference engines: one prediction graph run five ways, each checked against the fp32 reference.
 
 The graph is a module taking positional tensors (``export.TaskAdapter`` for one task, as
 ``highmodal predict`` and ``export`` use it; the speed benchmark's whole inference step). An engine
@@ -65,7 +65,7 @@ def _eager(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Se
 
 
 def _bf16(module: nn.Module, example: tuple, inputs: Sequence[str], outputs: Sequence[str]) -> Run:
-    device = next(iter(module.parameters())).device.type
+    device = next(module.parameters()).device.type
 
     def run(*xs: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
