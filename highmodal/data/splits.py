@@ -18,14 +18,26 @@ def carve(data: SplitData, frac: float, seed: int, stratify: bool, name: str = "
     if len(data) < 2:
         raise HighmodalError(f"{name}: {len(data)} row(s) left, too few to carve a split from")
     idx = np.arange(len(data))
-    labels = data.y if stratify else None
     if stratify:
         counts = np.bincount(data.y)
         n_carve = max(round(frac * len(data)), 1)
         if counts[counts > 0].min() < 2 or n_carve < (counts > 0).sum():
-            labels = None
-    rest, out = train_test_split(idx, test_size=frac, random_state=seed, stratify=labels)
+            return _carve_keeping_classes(data, n_carve, seed, name)
+    rest, out = train_test_split(idx, test_size=frac, random_state=seed, stratify=data.y if stratify else None)
     return data.subset(np.sort(rest)), data.subset(np.sort(out))
+
+
+def _carve_keeping_classes(data: SplitData, n_carve: int, seed: int, name: str) -> tuple[SplitData, SplitData]:
+    """The fallback when classes are too small to stratify: a random carve that leaves one row of
+    every class in the remainder, so no class vanishes from the split carved from (training)."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    _, first = np.unique(data.y[order], return_index=True)
+    kept = order[first]
+    out = order[~np.isin(order, kept)][:n_carve]
+    if not len(out):
+        raise HighmodalError(f"{name}: {len(data)} rows of {len(kept)} classes: none left to carve a split from "
+                             "without taking a class's only row")
+    return data.subset(np.sort(np.setdiff1d(order, out))), data.subset(np.sort(out))
 
 
 def three_way(

@@ -7,6 +7,7 @@ import pytest
 
 from highmodal.data.splits import carve, three_way
 from highmodal.data.task import SplitData
+from highmodal.errors import HighmodalError
 
 
 def _data(counts=(60, 40), offset=0) -> SplitData:
@@ -75,6 +76,13 @@ def test_carve_without_stratify_for_regression_targets():
 def test_carve_falls_back_when_stratification_impossible(counts):
     # a singleton class, or fewer carved samples than classes
     data = _data(counts)
-    rest, out = carve(data, 0.2, seed=0, stratify=True)
-    assert len(rest) + len(out) == len(data)
-    assert set(_ids(rest)).isdisjoint(_ids(out))
+    for seed in range(20):
+        rest, out = carve(data, 0.2, seed=seed, stratify=True)
+        assert len(rest) + len(out) == len(data) and len(out) == round(0.2 * len(data))
+        assert set(_ids(rest)).isdisjoint(_ids(out))
+        assert set(rest.y.tolist()) == set(data.y.tolist())  # no class leaves the remainder
+
+
+def test_carve_refuses_when_every_row_is_a_class_of_its_own():
+    with pytest.raises(HighmodalError, match="val_frac: 3 rows of 3 classes"):
+        carve(_data((1, 1, 1)), 0.3, seed=0, stratify=True, name="val_frac")
