@@ -164,6 +164,13 @@ class TrainConfig:
     # state and validation stay fp32), and torch.compile of the model's step (``compile_step``).
     amp: str | None = None  # None or bf16
     compile: bool = False
+    # Per-task early stopping (training/task_stopping.py): a task whose validation skill has not improved
+    # for ``task_patience`` epochs, or that has trained ``task_epochs[task]`` epochs, leaves the loss sum
+    # with its head back at its best epoch; it rejoins when the shared layers' drift costs it more than
+    # ``task_reentry`` skill (null: never). None / {}: every task trains every epoch.
+    task_patience: int | None = None
+    task_epochs: dict[str, int] | None = None
+    task_reentry: float | None = 0.02
 
     def __post_init__(self) -> None:
         checks = {
@@ -178,6 +185,9 @@ class TrainConfig:
             "grad_accum": self.grad_accum >= 1,
             "memory_budget_gb": self.memory_budget_gb is None or self.memory_budget_gb > 0,
             "pair_alpha": self.pair_alpha >= 0, "balance_temperature": self.balance_temperature > 0,
+            "task_patience": self.task_patience is None or self.task_patience >= 1,
+            "task_epochs": all(v >= 1 for v in (self.task_epochs or {}).values()),
+            "task_reentry": self.task_reentry is None or self.task_reentry >= 0,
         }
         for key, ok in checks.items():
             if not ok:

@@ -38,6 +38,7 @@ class Progress:
     best_score: float = -math.inf
     best_epoch: int = -1
     best_val: dict | None = None
+    tasks: dict = field(default_factory=dict)  # per-task early stopping's statuses (training/task_stopping.py)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -48,10 +49,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, weights: dict, optimizer: dict, scheduler, p: Progress, best_state: dict | None
-                    ) -> None:
+def save_checkpoint(run_dir: Path, weights: dict, optimizer: dict, scheduler, p: Progress, best_state: dict | None,
+                    best_heads: dict | None = None) -> None:
     """Write to a fresh temporary folder, fsync, then swap it in as ``checkpoints/last``. ``weights``,
-    ``optimizer`` and ``best_state`` are full state dicts (``fsdp.gather`` of a sharded model's)."""
+    ``optimizer`` and ``best_state`` are full state dicts (``fsdp.gather`` of a sharded model's);
+    ``best_heads`` holds per-task early stopping's best heads (flat ``task/param`` keys)."""
     root = run_dir / "checkpoints"
     tmp, last, old = root / ".last.tmp", root / "last", root / ".last.old"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -59,6 +61,8 @@ def save_checkpoint(run_dir: Path, weights: dict, optimizer: dict, scheduler, p:
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
     if best_state is not None:
         save_file({k: v.contiguous().cpu() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+    if best_heads:
+        save_file({k: v.contiguous().cpu() for k, v in best_heads.items()}, str(tmp / "heads.safetensors"))
     progress = asdict(p) | {"sums": {n: float(v) for n, v in p.sums.items()}}
     torch.save({"optimizer": optimizer, "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state()}, tmp / "optim.pt")
@@ -84,14 +88,15 @@ def checkpoint_dir(run_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[Progress, dict | None]:
+def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[Progress, dict | None, dict]:
     """Restore the training state in place (a sharded model and its optimizer take their shards of the
-    full tensors); return the progress and the best epoch's full weights."""
+    full tensors); return the progress, the best epoch's full weights and the per-task best heads."""
     path = checkpoint_dir(run_dir)
     if path is None:
         raise HighmodalError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
     weights = read_weights(path / "model.safetensors")
     best = read_weights(path / "best.safetensors") if (path / "best.safetensors").exists() else None
+    heads = read_weights(path / "heads.safetensors") if (path / "heads.safetensors").exists() else {}
     try:
         fsdp.load_model(model, weights)
         state = torch.load(path / "optim.pt", weights_only=True)
@@ -102,7 +107,7 @@ def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[Progres
     except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
         raise HighmodalError(f"{path}: checkpoint is unreadable or does not fit this run: "
                              f"{str(e).splitlines()[0]}") from None
-    return p, best
+    return p, best, heads
 
 
 def trim_log(path: Path, next_epoch: int) -> None:

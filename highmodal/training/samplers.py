@@ -1,8 +1,10 @@
 """Multitask samplers: which tasks (and modalities) make up each training step of an epoch.
 
-A sampler's ``epoch(rng)`` yields the steps of one epoch as lists of ``Piece``s, drawing every
+A sampler's ``epoch(rng, active)`` yields the steps of one epoch as lists of ``Piece``s, drawing every
 random choice from ``rng`` only, so replaying an epoch from the RNG state stored in a checkpoint
-reproduces its batches exactly (resumption stays bit-identical).
+reproduces its batches exactly (resumption stays bit-identical). ``active`` (None: all) is the set of
+tasks still training (``training/task_stopping.py``); an epoch keeps its number of steps, and a step
+left with no active task is yielded empty, so the learning-rate schedule stays tied to epochs.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ class StaggeredSampler:
     def __len__(self) -> int:
         return len(self.schedule)
 
-    def epoch(self, rng: np.random.Generator) -> Iterator[list[Piece]]:
+    def epoch(self, rng: np.random.Generator, active: set[str] | None = None) -> Iterator[list[Piece]]:
         iters = {n: d.shuffled(self.batch_sizes[n], rng) for n, d in self.data.items()}
-        for active in self.schedule:
-            yield [Piece(n, None, next(iters[n])) for n in active]
+        for step in self.schedule:
+            yield [Piece(n, None, next(iters[n])) for n in step if active is None or n in active]
 
     def memory_plan(self) -> tuple[list[tuple[str, ...]], dict[str, int]]:
         """Steps as task tuples and the rows each task brings, for the memory guard."""
@@ -59,20 +61,27 @@ class PairwiseSampler:
     """
 
     def __init__(self, data: dict[str, TaskTensors], batch_sizes: dict[str, int], alpha: float = 0.0) -> None:
-        self.data, self.batch_sizes = data, batch_sizes
-        self.owners: dict[str, list[str]] = {}
-        for name, d in data.items():
-            for m in d.task.modalities:
-                self.owners.setdefault(m, []).append(name)
-        self.modalities = list(self.owners)
-        rows = np.array([sum(len(data[t]) for t in self.owners[m]) for m in self.modalities], dtype=float)
-        self.probs = rows**alpha / (rows**alpha).sum()
+        self.data, self.batch_sizes, self.alpha = data, batch_sizes, alpha
+        self.owners = self._owners(set(data))
         self.steps = sum(d.num_batches(batch_sizes[n]) for n, d in data.items())
+
+    def _owners(self, active: set[str]) -> dict[str, list[str]]:
+        """Each modality → the active tasks that have it."""
+        owners: dict[str, list[str]] = {}
+        for name, d in self.data.items():
+            if name in active:
+                for m in d.task.modalities:
+                    owners.setdefault(m, []).append(name)
+        return owners
 
     def __len__(self) -> int:
         return self.steps
 
-    def epoch(self, rng: np.random.Generator) -> Iterator[list[Piece]]:
+    def epoch(self, rng: np.random.Generator, active: set[str] | None = None) -> Iterator[list[Piece]]:
+        owners = self._owners(set(self.data) if active is None else active)
+        modalities = list(owners)
+        rows_of = np.array([sum(len(self.data[t]) for t in owners[m]) for m in modalities], dtype=float)
+        probs = rows_of**self.alpha / (rows_of**self.alpha).sum() if modalities else None
         perms: dict[str, torch.Tensor] = {}
         cursor: dict[str, int] = {}
 
@@ -91,15 +100,18 @@ class PairwiseSampler:
             return out[0] if len(out) == 1 else torch.cat(out)
 
         for _ in range(self.steps):
-            if len(self.modalities) < 2:
-                (m,) = self.modalities
-                task = self.owners[m][int(rng.integers(len(self.owners[m])))]
+            if not modalities:
+                yield []
+                continue
+            if len(modalities) < 2:
+                (m,) = modalities
+                task = owners[m][int(rng.integers(len(owners[m])))]
                 yield [Piece(task, m, self.data[task].batch(rows(task, self.batch_sizes[task])))]
                 continue
-            ia, ib = rng.choice(len(self.modalities), 2, replace=False, p=self.probs)
-            ma, mb = self.modalities[ia], self.modalities[ib]
-            ta = self.owners[ma][int(rng.integers(len(self.owners[ma])))]
-            tb = self.owners[mb][int(rng.integers(len(self.owners[mb])))]
+            ia, ib = rng.choice(len(modalities), 2, replace=False, p=probs)
+            ma, mb = modalities[ia], modalities[ib]
+            ta = owners[ma][int(rng.integers(len(owners[ma])))]
+            tb = owners[mb][int(rng.integers(len(owners[mb])))]
             half = max(min(self.batch_sizes[ta], self.batch_sizes[tb]) // 2, 1)
             idx_a = rows(ta, half)
             idx_b = idx_a if ta == tb else rows(tb, half)

@@ -30,6 +30,7 @@ from highmodal.training.memory import GIB, available_bytes, check_step_fits, hin
 from highmodal.training.precision import autocast
 from highmodal.training.resume import Progress, load_checkpoint, save_checkpoint, trim_log
 from highmodal.training.samplers import create_sampler
+from highmodal.training.task_stopping import TaskStopping
 
 
 def warmup_cosine(total_steps: int, warmup_frac: float, min_ratio: float):
@@ -93,6 +94,11 @@ class Trainer:
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
         self.watch = FiniteWatch(self.device)
+        self.stopping = TaskStopping(model.heads, list(self.train_data), cfg.task_patience, cfg.task_epochs,
+                                     cfg.task_reentry)
+        if self.stopping.enabled and self.sharded:
+            raise HighmodalError("train.task_patience / train.task_epochs: not supported with train.parallel: "
+                                 "fsdp (heads are restored from full weights); use ddp")
 
     def _drop_modalities(self, batch: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Modality dropout: hide each modality with probability p, always keeping at least one, so
@@ -197,10 +203,11 @@ class Trainer:
         weights, optimizer = fsdp.gather(self.model.state_dict()), fsdp.gather(self.optimizer.state_dict())
         best = None if best_state is None else fsdp.gather(best_state)
         if self.main:
-            save_checkpoint(self.run_dir, weights, optimizer, self.scheduler, p, best)
+            save_checkpoint(self.run_dir, weights, optimizer, self.scheduler, p, best, self.stopping.flat_heads())
 
     def fit(self, resume: bool = False) -> dict:
-        """Train for ``cfg.epochs``; leave the model holding the best validation epoch's weights.
+        """Train for ``cfg.epochs`` (or until per-task early stopping has stopped every task); leave the
+        model holding the best validation epoch's weights.
 
         With a run directory, the full training state is checkpointed atomically at every epoch end
         and every ``cfg.checkpoint_every`` steps; ``resume=True`` continues from the last checkpoint
@@ -210,8 +217,10 @@ class Trainer:
         p = Progress(epoch_rng=rng.bit_generator.state)
         best_state = None
         if resume and self.run_dir is not None:
-            p, best_state = load_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler)
+            p, best_state, heads = load_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler)
             self.balancer.load_state(p.balance)
+            if p.tasks:
+                self.stopping.load_state(p.tasks, heads)
             if self.main:
                 trim_log(self.run_dir / "metrics.jsonl", p.epoch)
         distributed.agree(self.check_memory, everywhere=self.sharded)
@@ -224,19 +233,25 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=p.step, disable=not (self.progress and self.main), desc="train",
                    unit="step", leave=False)
         try:
-            while p.epoch <= self.cfg.epochs:
+            while p.epoch <= self.cfg.epochs and self.stopping.active():
                 t0 = time.perf_counter()
                 self.model.train()
                 rng.bit_generator.state = p.epoch_rng
                 seen = dict.fromkeys(self.train_data, 0)
-                for i, pieces in enumerate(self.sampler.epoch(rng)):
+                active = self.stopping.active() if self.stopping.enabled else None
+                for i, pieces in enumerate(self.sampler.epoch(rng, active)):
                     for piece in pieces:
                         seen[piece.task] += 1
                     if i < p.step_in_epoch:  # already trained before the interruption: replay the draw only
                         continue
                     where = f"epoch {p.epoch}, step {p.step + 1}, batch " + ", ".join(
                         f"{q.task}#{seen[q.task]}" + (f" ({q.modality})" if q.modality else "") for q in pieces)
-                    for n, loss in self._step(pieces, where):
+                    if pieces:
+                        losses = self._step(pieces, where)
+                    else:  # every task of this step has stopped: only the learning-rate schedule moves on
+                        self.scheduler.step()
+                        losses = []
+                    for n, loss in losses:
                         p.sums[n] = p.sums.get(n, 0.0) + loss
                         p.counts[n] = p.counts.get(n, 0) + 1
                     p.step += 1
@@ -266,6 +281,10 @@ class Trainer:
                     "train_loss": train_loss, "loss_weights": weights, "val_score": score,
                     "val": {n: r["metrics"] for n, r in val.items()}, "seconds": time.perf_counter() - t0,
                 }
+                if self.stopping.enabled:
+                    record["trained"] = sorted(active)
+                    record["task_events"] = self.stopping.end_epoch(p.epoch, {n: r["skill"] for n, r in val.items()})
+                    p.tasks = self.stopping.state()
                 bar.set_postfix(epoch=p.epoch, val=f"{score:.3f}")
                 p.epoch, p.step_in_epoch, p.sums, p.counts = p.epoch + 1, 0, {}, {}
                 p.epoch_rng, p.balance = rng.bit_generator.state, self.balancer.state()
@@ -288,4 +307,5 @@ class Trainer:
                 log.close()
         fsdp.load_model(self.model, best_state)
         self.model.eval()
-        return {"best_epoch": p.best_epoch, "best_val_score": p.best_score, "val": p.best_val}
+        out = {"best_epoch": p.best_epoch, "best_val_score": p.best_score, "val": p.best_val}
+        return out | ({"tasks": self.stopping.state()} if self.stopping.enabled else {})
