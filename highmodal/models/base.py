@@ -33,8 +33,8 @@ class ForecastView:
 
 
 class MultitaskModel(nn.Module):
-    """Subclasses implement ``forward(batch, task) -> raw head output`` and hold each task's own
-    parameters in ``heads[task]`` (per-task early stopping restores them); ``default_sampler`` names
+    """Subclasses implement ``forward(batch, task) -> raw head output`` and, where tasks have parameters
+    of their own, hold them in ``heads[task]`` (per-task early stopping restores them); ``default_sampler`` names
     the multitask sampler (``training/samplers.py``) the model's paper trains it with."""
 
     default_sampler = "staggered"

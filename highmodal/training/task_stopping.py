@@ -6,8 +6,9 @@ Here a task whose validation skill has not improved for ``patience`` epochs (or 
 spent) leaves the loss sum, and its head goes back to the weights of its best epoch. The shared trunk
 goes on learning from the other tasks, so a stopped task is still validated every epoch; when that
 drift costs it more than ``reentry`` skill below its best, it rejoins training with fresh patience
-(a budgeted task never rejoins). The head is the task's own parameters (``model.heads[task]``); the
-trunk is shared, and keeping it per task would cost a model per task. Stopped heads get no gradient,
+(a budgeted task never rejoins). The head is the task's own parameters (``model.heads[task]``; a model
+with one head for all tasks, like OmniVec2's unified head, has none to restore); the trunk is shared,
+and keeping it per task would cost a model per task. Stopped heads get no gradient,
 so AdamW leaves them, weight decay included, untouched.
 """
 
@@ -33,7 +34,7 @@ class TaskStatus:
 class TaskStopping:
     """Tracks each trained task's best validation skill and decides which tasks the next epoch trains."""
 
-    def __init__(self, heads: torch.nn.ModuleDict, tasks: list[str], patience: int | None,
+    def __init__(self, heads: torch.nn.ModuleDict | None, tasks: list[str], patience: int | None,
                  budgets: dict[str, int] | None, reentry: float) -> None:
         unknown = sorted(set(budgets or {}) - set(tasks))
         if unknown:
@@ -62,14 +63,15 @@ class TaskStopping:
             s.epochs += trained
             if skill > s.best:  # NaN never improves
                 s.best, s.best_epoch, s.waited = skill, epoch, 0
-                self.best_heads[name] = {k: v.detach().clone() for k, v in self.heads[name].state_dict().items()}
+                if self.heads is not None:
+                    self.best_heads[name] = {k: v.detach().clone() for k, v in self.heads[name].state_dict().items()}
             elif trained:
                 s.waited += 1
             spent = name in self.budgets and s.epochs >= self.budgets[name]
             patience_out = self.patience is not None and s.waited >= self.patience
             if trained and (spent or patience_out):
                 s.stopped = True
-                if name in self.best_heads:
+                if self.heads is not None and name in self.best_heads:
                     self.heads[name].load_state_dict(self.best_heads[name])
                 why = "epoch budget spent" if spent else f"no gain for {s.waited} epochs"
                 events.append(f"{name}: stops ({why}); head back to epoch {s.best_epoch} (skill {s.best:.4f})")

@@ -94,8 +94,8 @@ class Trainer:
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
         )
         self.watch = FiniteWatch(self.device)
-        self.stopping = TaskStopping(model.heads, list(self.train_data), cfg.task_patience, cfg.task_epochs,
-                                     cfg.task_reentry)
+        self.stopping = TaskStopping(getattr(model, "heads", None), list(self.train_data), cfg.task_patience,
+                                     cfg.task_epochs, cfg.task_reentry)
         if self.stopping.enabled and self.sharded:
             raise HighmodalError("train.task_patience / train.task_epochs: not supported with train.parallel: "
                                  "fsdp (heads are restored from full weights); use ddp")

@@ -69,6 +69,13 @@ def test_budgets_stop_for_good_and_unknown_tasks_are_named():
         TrainConfig(task_patience=0)
 
 
+def test_a_model_with_one_head_for_all_tasks_stops_tasks_without_restoring(small):
+    model = create_model("omnivec2", small.specs, [td.task for td in small], preset="tiny", head="unified")
+    trainer = Trainer(model, small, TrainConfig(epochs=2, task_epochs={"cancer": 1}), seed=0, progress=False)
+    out = trainer.fit()
+    assert out["tasks"]["cancer"]["stopped"] and trainer.stopping.best_heads == {}
+
+
 def test_disabled_stopping_changes_nothing():
     stop = TaskStopping(heads(), ["a", "b"], patience=None, budgets=None, reentry=0.02)
     assert not stop.enabled and stop.end_epoch(1, {"a": 0.1, "b": 0.1}) == [] and stop.active() == {"a", "b"}
