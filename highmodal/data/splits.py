@@ -37,7 +37,7 @@ def _carve_keeping_classes(data: SplitData, n_carve: int, seed: int, name: str) 
     if not len(out):
         raise HighmodalError(f"{name}: {len(data)} rows of {len(kept)} classes: none left to carve a split from "
                              "without taking a class's only row")
-    return data.subset(np.sort(np.setdiff1d(order, out))), data.subset(np.sort(out))
+    return data.subset(np.setdiff1d(order, out)), data.subset(np.sort(out))
 
 
 def three_way(

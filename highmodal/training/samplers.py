@@ -62,7 +62,6 @@ class PairwiseSampler:
 
     def __init__(self, data: dict[str, TaskTensors], batch_sizes: dict[str, int], alpha: float = 0.0) -> None:
         self.data, self.batch_sizes, self.alpha = data, batch_sizes, alpha
-        self.owners = self._owners(set(data))
         self.steps = sum(d.num_batches(batch_sizes[n]) for n, d in data.items())
 
     def _owners(self, active: set[str]) -> dict[str, list[str]]:
