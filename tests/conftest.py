@@ -19,6 +19,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import highmodal
+from tests.cli_process import run_forked
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -26,12 +27,17 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return runtime.available_cpus()
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real ``highmodal`` CLI in a subprocess (same interpreter as the tests)."""
+def run_cli(*args: str, cwd: Path | None = None, check: bool = False, fresh: bool = False
+            ) -> subprocess.CompletedProcess:
+    """Run the real ``highmodal`` CLI in its own process: a child of a preloaded forkserver
+    (``tests/cli_process.py``), or with ``fresh`` a new interpreter (``python -m highmodal.cli``)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HIGHMODAL_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "highmodal.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    if fresh:
+        proc = subprocess.run([sys.executable, "-m", "highmodal.cli", *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=600)
+    else:
+        proc = run_forked(list(args), cwd, env, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"highmodal {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
