@@ -5,7 +5,8 @@ import json
 
 def test_demo_runs_and_evaluate_reproduces(tmp_path, cli):
     run = tmp_path / "demo"
-    proc = cli("demo", "--out", str(run), "--epochs", "1", "--no-progress", check=True)
+    # a new interpreter, as a user starts it (the other CLI tests fork a preloaded one)
+    proc = cli("demo", "--out", str(run), "--epochs", "1", "--no-progress", check=True, fresh=True)
     for task in ("digits", "basic_motions", "japanese_vowels", "italy_power", "breast_cancer", "diabetes"):
         assert task in proc.stdout
     assert "accelerometer:imu, gyroscope:imu" in proc.stdout
