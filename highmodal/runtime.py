@@ -10,10 +10,12 @@ take the time slices the working ones need, and throughput falls far below the f
   alone, collapses beside a busy process) and never spinning (``OMP_WAIT_POLICY=PASSIVE``, robust
   but slower alone); the figures are in docs/performance.md;
 * ``OMP_NUM_THREADS`` = the CPUs this process may run on: its affinity mask, capped by a cgroup CPU
-  quota (a container limited to 2 CPUs on a 64-core host gets 2 threads, not 64).
+  quota (a container limited to 2 CPUs on a 64-core host gets 2 threads, not 64);
+* ``NUMBA_NUM_THREADS`` the same, for the numba kernels behind the MiniRocket baseline, which
+  would otherwise start one thread per host CPU whatever the quota or ``HIGHMODAL_THREADS`` says.
 
-OpenMP reads both once, when torch loads, so ``import highmodal`` sets them as defaults (explicit
-values win; importing torch first leaves torch's choices).
+OpenMP and numba read them once, when they load, so ``import highmodal`` sets them as defaults
+(explicit values win; importing torch or numba first leaves their own choices).
 ``HIGHMODAL_THREADS`` or ``train.threads`` override the thread count; ``HIGHMODAL_WAIT_POLICY=openmp``
 keeps OpenMP's own wait behaviour, and a user's ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is kept.
 """
@@ -37,7 +39,8 @@ def apply_defaults() -> None:
     if os.environ.get("HIGHMODAL_WAIT_POLICY") != "openmp" and "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
     with contextlib.suppress(HighmodalError):
-        os.environ.setdefault("OMP_NUM_THREADS", str(thread_count()))
+        for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ.setdefault(name, str(thread_count()))
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:

@@ -13,7 +13,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # `make test` runs one pytest-xdist worker per available CPU: each worker, and every CLI it starts,
     # gets its share of the CPUs rather than one OpenMP thread per CPU each (set before torch loads).
     _share = max(1, runtime.available_cpus() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-    os.environ["OMP_NUM_THREADS"] = os.environ[runtime.THREADS_ENV] = str(_share)
+    os.environ["OMP_NUM_THREADS"] = os.environ["NUMBA_NUM_THREADS"] = os.environ[runtime.THREADS_ENV] = str(_share)
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode

@@ -43,16 +43,18 @@ def test_thread_count_override_and_bad_value(monkeypatch):
 
 
 def test_import_sets_openmp_defaults_unless_given():
-    code = ("import highmodal, os, torch; print(os.environ.get('GOMP_SPINCOUNT', '-'), "
-            "os.environ.get('OMP_WAIT_POLICY', '-'), torch.get_num_threads())")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "HIGHMODAL_"))}
+    code = ("import highmodal, os, torch, numba; print(os.environ.get('GOMP_SPINCOUNT', '-'), "
+            "os.environ.get('OMP_WAIT_POLICY', '-'), torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "HIGHMODAL_", "NUMBA_"))}
 
     def run(extra: dict) -> list[str]:
         return subprocess.run([sys.executable, "-c", code], env=env | extra, capture_output=True, text=True,
                               check=True).stdout.split()
 
-    assert run({"HIGHMODAL_THREADS": "1"}) == [runtime.SPIN_COUNT, "-", "1"]
-    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == ["-", "ACTIVE", str(runtime.available_cpus())]
+    assert run({"HIGHMODAL_THREADS": "1"}) == [runtime.SPIN_COUNT, "-", "1", "1"]
+    cpus = str(runtime.available_cpus())
+    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == ["-", "ACTIVE", cpus, cpus]
+    assert run({"HIGHMODAL_THREADS": "1", "NUMBA_NUM_THREADS": "2"})[3] == "2"  # an explicit value wins
     assert run({"HIGHMODAL_WAIT_POLICY": "openmp"})[0] == "-"
     assert run({"GOMP_SPINCOUNT": "7"})[0] == "7"
 
