@@ -260,13 +260,13 @@ def cmd_probe(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from highmodal.bench.speed import run_speed
+    from highmodal.bench.speed import run_speed, runtimes_from_flag
 
     for line in run_speed(model=args.model, workload=args.workload, preset=args.preset, device=args.device,
                           amp=args.amp, compile=args.compile, batch=args.batch, steps=args.steps, warmup=args.warmup,
                           repeats=args.repeats, threads=args.threads, memory=not args.no_memory,
                           peak_tflops=args.peak_tflops, seed=args.seed,
-                          runtimes=tuple(args.runtimes.split(",")) if args.runtimes else ()):
+                          runtimes=runtimes_from_flag(args.runtimes, args.device, args.amp, args.compile)):
         print(json.dumps(line), flush=True)
 
 
@@ -554,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="seed of the weights and synthetic inputs (default: 0)")
     sp.add_argument("--runtimes", help="also time inference through these engines (comma-separated: eager, bf16, "
                     "compile, compile-bf16, onnx), each with its max difference from fp32 eager; the best sets "
-                    "infer_ratio")
+                    "infer_ratio. Default auto: those `predict --runtime auto` chooses among (bf16, onnx where "
+                    "they run); none: eager only")
     sp = common(bench.add_parser("contention", help="samples/s of the speed workload alone and beside K busy "
                                  "processes, per OpenMP wait policy (each measured in a fresh process): one JSON "
                                  "line per policy"), data=False)

@@ -472,6 +472,27 @@ def _check_equal(workload: Workload, runners: dict[str, Runner], batches: dict, 
     return {t.name: list(s) for t, s in zip(workload.tasks, want, strict=True)}
 
 
+def runtimes_from_flag(flag: str | None, device: str, amp: str | None, compile: bool) -> tuple[str, ...]:
+    """``--runtimes``: a comma-separated list, ``none``, or ``auto`` (the default): the engines that
+    ``predict --runtime auto`` chooses among and that can run on ``device``, so the plain command
+    reports the best inference path beside eager. ``auto`` measures none with ``--amp``/``--compile``,
+    which time our model in that setting instead."""
+    from highmodal.training.predict import AUTO_SKIPS
+
+    flag = flag or "auto"
+    if flag == "none":
+        return ()
+    if flag != "auto":
+        return tuple(flag.split(","))
+    if amp or compile:
+        return ()
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        return ()  # the settings check names the bad device
+    return tuple(n for n, e in ENGINES.items() if n != "eager" and n not in AUTO_SKIPS and e.missing(kind) is None)
+
+
 def run_speed(**options) -> list[dict]:
     """One result per implementation, then their ratios (ours / reference samples per second), or
     for a workload with no original code our utilisation. ``options``: the fields of ``Settings``;

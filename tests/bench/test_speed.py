@@ -21,6 +21,7 @@ from highmodal.bench.speed import (
     make_runner,
     reference_class,
     run_speed,
+    runtimes_from_flag,
     synthetic_batches,
     tokens_per_step,
 )
@@ -243,7 +244,23 @@ def test_cli_measures_omnivec2_and_prints_its_utilisation_last(cli):
     proc = cli("bench", "speed", "--model", "omnivec2", "--preset", "tiny", "--batch", "2", "--steps", "1",
                "--warmup", "1", "--repeats", "1", "--threads", "1", "--no-memory")
     assert proc.returncode == 0, proc.stderr
-    ours, last = (json.loads(line) for line in proc.stdout.splitlines())
+    ours, *paths, last = (json.loads(line) for line in proc.stdout.splitlines())
     assert ours["workload"] == "omnivec2-pair" and ours["train_tokens_per_s"] > 0
+    # by default the inference engines `predict --runtime auto` chooses among are timed beside eager
+    assert [p["runtime"] for p in paths] == list(runtimes_from_flag(None, "cpu", None, False))
+    assert all(p["infer_samples_per_s"] > 0 and p["max_rel_diff"] <= p["tolerance"] for p in paths)
     assert last["mfu"] is None and "--peak-tflops" in ours["peak_tflops_source"]  # no CPU peak is known
     assert last["train_matmul_fraction"] > 0 and last["tokens_per_step"] == 648
+
+
+def test_runtimes_flag_defaults_to_the_engines_predict_chooses_among():
+    from highmodal.training.engines import ENGINES
+    from highmodal.training.predict import AUTO_SKIPS
+
+    auto = runtimes_from_flag(None, "cpu", None, False)
+    assert auto == runtimes_from_flag("auto", "cpu", None, False)
+    assert "onnx" in auto and "eager" not in auto and not set(auto) & set(AUTO_SKIPS)
+    assert all(ENGINES.get(n).missing("cpu") is None for n in auto)
+    assert runtimes_from_flag("none", "cpu", None, False) == ()
+    assert runtimes_from_flag(None, "cpu", "bf16", False) == runtimes_from_flag(None, "cpu", None, True) == ()
+    assert runtimes_from_flag("eager,compile", "cpu", None, False) == ("eager", "compile")
