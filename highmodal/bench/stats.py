@@ -81,7 +81,7 @@ def _batched(name: str, task: Task, y: np.ndarray, pred: np.ndarray, probs: np.n
     if name == "auroc" and probs is not None:
         return _auroc(y, probs[:, 1], idx)
     if name == "macro_f1":
-        return _macro_f1(y, np.asarray(pred), idx, task.out_dim)
+        return _macro_f1(np.asarray(y, np.int64), np.asarray(pred, np.int64), idx, task.out_dim)
     return None
 
 
