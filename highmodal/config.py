@@ -167,10 +167,13 @@ class TrainConfig:
     # Per-task early stopping (training/task_stopping.py): a task whose validation skill has not improved
     # for ``task_patience`` epochs, or that has trained ``task_epochs[task]`` epochs, leaves the loss sum
     # with its head back at its best epoch; it rejoins when the shared layers' drift costs it more than
-    # ``task_reentry`` skill (null: never). None / {}: every task trains every epoch.
+    # ``task_reentry`` skill (null: never). None / {}: every task trains every epoch. ``task_hold`` > 0
+    # keeps a stopped task in the loss sum at that weight with its head frozen at its best epoch, so the
+    # shared layers go on serving it instead of drifting away from it.
     task_patience: int | None = None
     task_epochs: dict[str, int] | None = None
     task_reentry: float | None = 0.02
+    task_hold: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -188,6 +191,7 @@ class TrainConfig:
             "task_patience": self.task_patience is None or self.task_patience >= 1,
             "task_epochs": all(v >= 1 for v in (self.task_epochs or {}).values()),
             "task_reentry": self.task_reentry is None or self.task_reentry >= 0,
+            "task_hold": 0 <= self.task_hold <= 1,
         }
         for key, ok in checks.items():
             if not ok:

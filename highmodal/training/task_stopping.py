@@ -6,7 +6,10 @@ Here a task whose validation skill has not improved for ``patience`` epochs (or 
 spent) leaves the loss sum, and its head goes back to the weights of its best epoch. The shared trunk
 goes on learning from the other tasks, so a stopped task is still validated every epoch; when that
 drift costs it more than ``reentry`` skill below its best, it rejoins training with fresh patience
-(a budgeted task never rejoins). The head is the task's own parameters (``model.heads[task]``; a model
+(a budgeted task never rejoins). With ``hold`` > 0 a stopped task is not dropped but held: it stays
+in the loss sum at weight ``hold`` with its head frozen at its best epoch, so its loss pulls the
+shared layers back toward what that head expects (the drift otherwise undoes a restored head within
+an epoch: docs/results-analysis.md). The head is the task's own parameters (``model.heads[task]``; a model
 with one head for all tasks, like OmniVec2's unified head, has none to restore); the trunk is shared,
 and keeping it per task would cost a model per task. Stopped heads get no gradient,
 so AdamW leaves them, weight decay included, untouched.
@@ -35,12 +38,13 @@ class TaskStopping:
     """Tracks each trained task's best validation skill and decides which tasks the next epoch trains."""
 
     def __init__(self, heads: torch.nn.ModuleDict | None, tasks: list[str], patience: int | None,
-                 budgets: dict[str, int] | None, reentry: float) -> None:
+                 budgets: dict[str, int] | None, reentry: float, hold: float = 0.0) -> None:
         unknown = sorted(set(budgets or {}) - set(tasks))
         if unknown:
             raise HighmodalError(f"train.task_epochs: unknown or untrained task(s) {', '.join(unknown)}; "
                                  f"trained tasks: {', '.join(tasks)}")
         self.heads, self.patience, self.budgets, self.reentry = heads, patience, dict(budgets or {}), reentry
+        self.hold = hold
         self.status = {n: TaskStatus() for n in tasks}
         self.best_heads: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -49,7 +53,22 @@ class TaskStopping:
         return self.patience is not None or bool(self.budgets)
 
     def active(self) -> set[str]:
+        """The tasks trained at full weight."""
         return {n for n, s in self.status.items() if not s.stopped}
+
+    def sampled(self) -> set[str]:
+        """The tasks the next epoch draws batches of: the active ones, and the held ones with ``hold``."""
+        return set(self.status) if self.hold > 0 else self.active()
+
+    def weight(self, task: str) -> float:
+        """The factor on a task's loss: 1 while it trains, ``hold`` once stopped."""
+        return self.hold if self.status[task].stopped else 1.0
+
+    def frozen(self) -> list[torch.nn.Parameter]:
+        """The held tasks' head parameters, whose gradients the trainer drops before each update."""
+        if self.heads is None or self.hold == 0:
+            return []
+        return [p for n, s in self.status.items() if s.stopped for p in self.heads[n].parameters()]
 
     def end_epoch(self, epoch: int, skills: dict[str, float]) -> list[str]:
         """Record this epoch's validation skills; stop, restore and re-admit tasks. Returns what changed,

@@ -95,7 +95,7 @@ class Trainer:
         )
         self.watch = FiniteWatch(self.device)
         self.stopping = TaskStopping(getattr(model, "heads", None), list(self.train_data), cfg.task_patience,
-                                     cfg.task_epochs, cfg.task_reentry)
+                                     cfg.task_epochs, cfg.task_reentry, cfg.task_hold)
         if self.stopping.enabled and self.sharded:
             raise HighmodalError("train.task_patience / train.task_epochs: not supported with train.parallel: "
                                  "fsdp (heads are restored from full weights); use ddp")
@@ -152,7 +152,8 @@ class Trainer:
                     for i, p, share, out in zip(keep, micro, shares, self.model.step_outputs(micro), strict=True):
                         loss = piece_loss(LOSSES.get(self.model.task(p.task).target), out, p.batch["target"])
                         parts.append((i, loss, share))
-                    total = sum(self.balancer.combine(pieces[i].task, loss) * share for i, loss, share in parts)
+                    total = sum(self.balancer.combine(pieces[i].task, loss) * share
+                                * self.stopping.weight(pieces[i].task) for i, loss, share in parts)
                 for i, loss, _ in parts:
                     nonfinite[k, i] = ~torch.isfinite(loss.detach())
                 nonfinite[k, -1] = ~torch.isfinite(total.detach())
@@ -162,6 +163,8 @@ class Trainer:
                     losses[i] = part if losses[i] is None else losses[i] + part
         if distributed.world() > 1:
             losses, nonfinite = self._sum_over_processes(losses, nonfinite)
+        for param in self.stopping.frozen():  # a held task's head stays at its best epoch
+            param.grad = None
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         self.watch.add(where, [p.task for p in pieces], nonfinite, fsdp.full(norm))
         self.watch.poll()
@@ -238,8 +241,9 @@ class Trainer:
                 self.model.train()
                 rng.bit_generator.state = p.epoch_rng
                 seen = dict.fromkeys(self.train_data, 0)
-                active = self.stopping.active() if self.stopping.enabled else None
-                for i, pieces in enumerate(self.sampler.epoch(rng, active)):
+                active = self.stopping.active() if self.stopping.enabled else None  # at full weight
+                drawn = None if active is None else self.stopping.sampled()
+                for i, pieces in enumerate(self.sampler.epoch(rng, drawn)):
                     for piece in pieces:
                         seen[piece.task] += 1
                     if i < p.step_in_epoch:  # already trained before the interruption: replay the draw only
@@ -283,6 +287,8 @@ class Trainer:
                 }
                 if self.stopping.enabled:
                     record["trained"] = sorted(active)
+                    if self.cfg.task_hold:
+                        record["held"] = sorted(set(self.train_data) - active)
                     record["task_events"] = self.stopping.end_epoch(p.epoch, {n: r["skill"] for n, r in val.items()})
                     p.tasks = self.stopping.state()
                 bar.set_postfix(epoch=p.epoch, val=f"{score:.3f}")

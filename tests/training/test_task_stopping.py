@@ -153,3 +153,32 @@ def test_resume_with_stopped_tasks_is_bit_identical(small, tmp_path, monkeypatch
             assert torch.equal(v, resumed.stopping.best_heads[task][k]), (task, k)
     for k, v in ref.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_hold_keeps_a_stopped_task_in_the_loss_at_its_weight_with_its_head_frozen(small, tmp_path, monkeypatch):
+    stop = TaskStopping(heads(), ["a", "b"], patience=None, budgets={"a": 1}, reentry=0.0, hold=0.25)
+    stop.end_epoch(1, {"a": 0.5, "b": 0.5})
+    assert stop.active() == {"b"} and stop.sampled() == {"a", "b"}
+    assert (stop.weight("a"), stop.weight("b")) == (0.25, 1.0)
+    assert {id(p) for p in stop.frozen()} == {id(p) for p in stop.heads["a"].parameters()}
+    with pytest.raises(HighmodalError, match=r"train\.task_hold"):
+        TrainConfig(task_hold=1.5)
+
+    held_steps = []
+    real = Trainer._step
+
+    def step(self, pieces, where):  # after every update: a held head is still its best epoch's
+        out = real(self, pieces, where)
+        if self.stopping.status["cancer"].stopped:
+            best = self.stopping.best_heads["cancer"]
+            held_steps.append(all(torch.equal(v, best[k]) for k, v in self.model.heads["cancer"].state_dict().items()))
+        return out
+
+    monkeypatch.setattr(Trainer, "_step", step)
+    cfg = TrainConfig(epochs=3, task_epochs={"cancer": 1}, task_hold=0.5, lr=3e-3)
+    _fit(small, cfg, tmp_path)
+    assert held_steps and all(held_steps)
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["trained"] for r in log[1:]] == [["digits", "motions"]] * 2
+    assert [r["held"] for r in log[1:]] == [["cancer"]] * 2
+    assert all(np.isfinite(r["train_loss"]["cancer"]) for r in log[1:])  # still drawn and in the loss sum
