@@ -64,11 +64,12 @@ class TaskStopping:
         """The factor on a task's loss: 1 while it trains, ``hold`` once stopped."""
         return self.hold if self.status[task].stopped else 1.0
 
-    def frozen(self) -> list[torch.nn.Parameter]:
-        """The held tasks' head parameters, whose gradients the trainer drops before each update."""
+    def held(self) -> list[torch.nn.Module]:
+        """The held tasks' heads: the trainer keeps them in eval mode (a BatchNorm head's statistics
+        stay too) and drops their gradients before each update."""
         if self.heads is None or self.hold == 0:
             return []
-        return [p for n, s in self.status.items() if s.stopped for p in self.heads[n].parameters()]
+        return [self.heads[n] for n, s in self.status.items() if s.stopped]
 
     def end_epoch(self, epoch: int, skills: dict[str, float]) -> list[str]:
         """Record this epoch's validation skills; stop, restore and re-admit tasks. Returns what changed,

@@ -163,8 +163,9 @@ class Trainer:
                     losses[i] = part if losses[i] is None else losses[i] + part
         if distributed.world() > 1:
             losses, nonfinite = self._sum_over_processes(losses, nonfinite)
-        for param in self.stopping.frozen():  # a held task's head stays at its best epoch
-            param.grad = None
+        for head in self.stopping.held():  # a held task's head stays at its best epoch
+            for param in head.parameters():
+                param.grad = None
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         self.watch.add(where, [p.task for p in pieces], nonfinite, fsdp.full(norm))
         self.watch.poll()
@@ -239,6 +240,8 @@ class Trainer:
             while p.epoch <= self.cfg.epochs and self.stopping.active():
                 t0 = time.perf_counter()
                 self.model.train()
+                for head in self.stopping.held():
+                    head.eval()
                 rng.bit_generator.state = p.epoch_rng
                 seen = dict.fromkeys(self.train_data, 0)
                 active = self.stopping.active() if self.stopping.enabled else None  # at full weight
