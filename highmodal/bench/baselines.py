@@ -37,6 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from highmodal.bench.classical import features
+from highmodal.data.real.common import gradient_magnitude
 from highmodal.data.task import SplitData, TaskData
 from highmodal.registry import Registry
 from highmodal.training.metrics import METRICS, chance_metrics, compute_metrics, metric_names, naive_forecast, skill
@@ -313,11 +314,16 @@ BASELINES.register("ridge_residual")(Baseline(_forecasting, _ridge_residual,
                                               "ridge on the window predicting the residual to the last value"))
 
 
+def _patch_channels(d: int) -> int | None:
+    """Channels of a square patch token of ``d`` values: the smallest of 1, 3, 4 that leaves a square
+    (None when none does)."""
+    return next((c for c in (1, 3, 4) if d % c == 0 and math.isqrt(d // c) ** 2 == d // c), None)
+
+
 def _gray(x: np.ndarray) -> np.ndarray:
-    """Patch tokens ``(N, gh, gw, p·p·c)`` → grey images ``(N, gh·p, gw·p)``; ``c`` is the smallest
-    of 1, 3, 4 that leaves square patches."""
+    """Patch tokens ``(N, gh, gw, p·p·c)`` → grey images ``(N, gh·p, gw·p)`` (``c`` from ``_patch_channels``)."""
     n, gh, gw, d = x.shape
-    c = next(c for c in (1, 3, 4) if d % c == 0 and math.isqrt(d // c) ** 2 == d // c)
+    c = _patch_channels(d)
     p = math.isqrt(d // c)
     img = x.reshape(n, gh, gw, p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, gh * p, gw * p, c)
     return img.mean(-1)
@@ -326,18 +332,15 @@ def _gray(x: np.ndarray) -> np.ndarray:
 def _aligned_pair(td: TaskData) -> bool:
     mods = td.task.modalities
     return (td.task.is_classification and td.task.out_dim == 2 and len(mods) == 2
-            and all(td.specs[m].kind in IMAGE_KINDS and len(td.specs[m].shape) == 3 for m in mods))
+            and all(td.specs[m].kind in IMAGE_KINDS and len(td.specs[m].shape) == 3
+                    and _patch_channels(td.specs[m].channels) is not None for m in mods))
 
 
 def gradient_magnitudes(img: np.ndarray) -> np.ndarray:
     """Grey images ``(N, H, W)`` → their Sobel gradient magnitudes, flattened, centred and of unit
     norm, so that a dot product of two rows is the Pearson correlation of their magnitudes."""
-    from scipy import ndimage
-
-    g = np.hypot(ndimage.sobel(img, axis=1), ndimage.sobel(img, axis=2))
-    g = g.reshape(len(g), -1)
-    g = g - g.mean(1, keepdims=True)
-    return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    g = gradient_magnitude(img).reshape(len(img), -1)
+    return g / math.sqrt(g.shape[1])
 
 
 def gradient_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -345,49 +348,73 @@ def gradient_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (gradient_magnitudes(a) * gradient_magnitudes(b)).sum(1)
 
 
-def _pair_score(td: TaskData, data: SplitData) -> Predictor:
-    """Class 1 when the score passes the threshold that is most accurate on ``data`` (its labels say
-    whether higher scores mean class 1)."""
-    first, second = td.task.modalities
+def _unit_rows(img: np.ndarray) -> np.ndarray:
+    """Images ``(N, H, W)`` → flattened, centred rows of unit norm (dot product = Pearson correlation)."""
+    x = img.reshape(len(img), -1)
+    x = x - x.mean(1, keepdims=True)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-    def score(split: SplitData) -> np.ndarray:
-        return gradient_correlation(_gray(split.inputs[first]), _gray(split.inputs[second]))
 
-    s = score(data)
-    sign = 1.0 if np.corrcoef(s, data.y)[0, 1] >= 0 else -1.0
-    candidates = np.sort(sign * s)
-    accuracy = [((sign * s > t) == data.y.astype(bool)).mean() for t in candidates]
-    threshold = candidates[int(np.argmax(accuracy))]
+def image_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, the Pearson correlation of two grey images themselves."""
+    return (_unit_rows(a) * _unit_rows(b)).sum(1)
 
-    def predict(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
-        z = sign * score(split) - threshold
-        p1 = 1.0 / (1.0 + np.exp(-10.0 * z))
-        return (z > 0).astype(np.int64), np.stack([1 - p1, p1], 1)
-    return predict
+
+Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _thresholded(similarity: Similarity) -> Callable[[TaskData, SplitData], Predictor]:
+    """A fit: class 1 when ``similarity`` of the two grey images passes the threshold that is most
+    accurate on ``data`` (its labels say whether higher scores mean class 1)."""
+
+    def fit(td: TaskData, data: SplitData) -> Predictor:
+        first, second = td.task.modalities
+
+        def score(split: SplitData) -> np.ndarray:
+            return similarity(_gray(split.inputs[first]), _gray(split.inputs[second]))
+
+        s = score(data)
+        sign = 1.0 if np.corrcoef(s, data.y)[0, 1] >= 0 else -1.0
+        candidates = np.sort(sign * s)
+        accuracy = [((sign * s > t) == data.y.astype(bool)).mean() for t in candidates]
+        threshold = candidates[int(np.argmax(accuracy))]
+
+        def predict(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
+            z = sign * score(split) - threshold
+            p1 = 1.0 / (1.0 + np.exp(-10.0 * z))
+            return (z > 0).astype(np.int64), np.stack([1 - p1, p1], 1)
+        return predict
+    return fit
 
 
 BASELINES.register("gradient_correlation")(Baseline(
-    _aligned_pair, _pair_score, "correlation of the two images' Sobel gradient magnitudes, thresholded"))
+    _aligned_pair, _thresholded(gradient_correlation),
+    "correlation of the two images' Sobel gradient magnitudes, thresholded"))
+BASELINES.register("image_correlation")(Baseline(
+    _aligned_pair, _thresholded(image_correlation),
+    "correlation of the two images themselves, thresholded (on gradient views: the gradient correlation)"))
 
 
 def simple_retrieval(td: TaskData, query: str, gallery: str, keep_target: int | None = None) -> dict[str, dict]:
     """The yardstick beside a model's cross-modal retrieval on ``td``'s test pairs. Two aligned
-    images: ranked by the correlation of their Sobel gradient magnitudes (nothing learned). Other
-    pairs: CCA (16 components) fit on the training pairs' ``features`` (a linear map per modality)."""
+    images: ranked by the correlation of their Sobel gradient magnitudes, and of the images themselves
+    (the same on a gradient view; nothing learned). Other pairs: CCA (16 components) fit on the
+    training pairs' ``features`` (a linear map per modality)."""
     from sklearn.cross_decomposition import CCA
 
     test, train = (paired_rows(td.splits[s], keep_target) for s in ("test", "train"))
     if all(td.specs[m].kind in IMAGE_KINDS and len(td.specs[m].shape) == 3 for m in (query, gallery)):
-        q, g = (gradient_magnitudes(_gray(test.inputs[m])) for m in (query, gallery))
-        space = "gradient_correlation"
-    else:
-        qt, gt = (StandardScaler().fit(features(td, train, (m,))) for m in (query, gallery))
-        q, g = qt.transform(features(td, test, (query,))), gt.transform(features(td, test, (gallery,)))
-        train_q, train_g = qt.transform(features(td, train, (query,))), gt.transform(features(td, train, (gallery,)))
-        cca = CCA(n_components=min(16, q.shape[1], g.shape[1], len(train) - 1), max_iter=1000).fit(train_q, train_g)
-        q, g = cca.transform(q, g)
-        space = "cca_features"
-    return {space: {"forward": scores(ranks(q, g)), "backward": scores(ranks(g, q))}}
+        found = {}
+        for space, embed in (("gradient_correlation", gradient_magnitudes), ("image_correlation", _unit_rows)):
+            q, g = (embed(_gray(test.inputs[m])) for m in (query, gallery))
+            found[space] = {"forward": scores(ranks(q, g)), "backward": scores(ranks(g, q))}
+        return found
+    qt, gt = (StandardScaler().fit(features(td, train, (m,))) for m in (query, gallery))
+    q, g = qt.transform(features(td, test, (query,))), gt.transform(features(td, test, (gallery,)))
+    train_q, train_g = qt.transform(features(td, train, (query,))), gt.transform(features(td, train, (gallery,)))
+    cca = CCA(n_components=min(16, q.shape[1], g.shape[1], len(train) - 1), max_iter=1000).fit(train_q, train_g)
+    q, g = cca.transform(q, g)
+    return {"cca_features": {"forward": scores(ranks(q, g)), "backward": scores(ranks(g, q))}}
 
 
 def primary_value(td: TaskData, split: SplitData, pred: np.ndarray, probs: np.ndarray | None) -> float:

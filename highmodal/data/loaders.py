@@ -53,6 +53,7 @@ class TaskEntry:
     shots: int | None = None  # few-shot: keep k labelled training samples per class (regression: k in all)
     forecast_residual: bool = True  # forecasting: predict the change from the last observed value
     forecast_instance_norm: bool = True  # forecasting: standardise each input window (RevIN)
+    aligned: bool | None = None  # modalities compared position by position (None: as the source declares)
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,15 @@ def build_suite(entries: list[dict[str, Any]], ctx: LoadContext, where: str = "t
 
 
 def make_task(
-    entry: TaskEntry, modalities: list[str], target: str, out_dim: int, class_names=(), description: str = ""
+    entry: TaskEntry, modalities: list[str], target: str, out_dim: int, class_names=(), description: str = "",
+    aligned: bool = False,
 ) -> Task:
-    """The loader's Task, carrying the entry's common fields (name, weight, batch size)."""
+    """The loader's Task, carrying the entry's common fields (name, weight, batch size). ``aligned``:
+    whether the source's modalities are aligned position by position; the entry's ``aligned`` overrides."""
     return Task(entry.name, tuple(modalities), target, out_dim, tuple(class_names), entry.weight,
                 entry.batch_size, description, metric=entry.metric, forecast_residual=entry.forecast_residual,
-                forecast_instance_norm=entry.forecast_instance_norm)
+                forecast_instance_norm=entry.forecast_instance_norm,
+                aligned=aligned if entry.aligned is None else entry.aligned)
 
 
 def encode_labels(raw: np.ndarray, where: str, classes: list | None = None) -> tuple[np.ndarray, list[str]]:

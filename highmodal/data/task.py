@@ -29,7 +29,9 @@ class Task:
     back inside the model), so an untrained head starts at the naive forecast instead of the mean.
     ``forecast_instance_norm`` (RevIN, Kim et al. ICLR 2022): the forecast modality's window is
     standardised per sample and channel before encoding, and the head's output is scaled back by
-    the window's standard deviation of the forecast channel.
+    the window's standard deviation of the forecast channel. ``aligned``: the modalities lie on one
+    fixed position grid and position ``t`` of each shows the same place or moment (pixel-aligned
+    images, synchronised sensors), so a model may compare them position by position.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Task:
     forecast: tuple[str, int] | None = None
     forecast_residual: bool = True
     forecast_instance_norm: bool = True
+    aligned: bool = False
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -136,6 +139,11 @@ class TaskData:
             check_targets(t, data.y, where)
         if t.is_classification:
             self._check_classes(src)
+        grids = {m: self.specs[m].axes for m in t.modalities}
+        if t.aligned and (len(t.modalities) < 2 or len(set(grids.values())) > 1
+                          or any(self.specs[m].variable for m in t.modalities)):
+            raise HighmodalError(f"{src}: task {t.name!r} is declared aligned, which needs two or more modalities on "
+                                 f"one fixed position grid; their position axes are {grids}")
 
     def _check_classes(self, src: str) -> None:
         """Training must hold at least two classes, and every class that validation or test holds."""

@@ -16,6 +16,7 @@ from highmodal.modalities.standardize import StandardInput, Standardizer
 from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.groups import check_groups, crossmodal_units, unimodal_units
 from highmodal.models.registry import register_model, resolve_preset
+from highmodal.nn.aligned import AlignedComparison
 from highmodal.nn.crossmodal import CrossmodalTransformer, ordered_pairs
 from highmodal.nn.heads import LinearHead
 from highmodal.nn.perceiver import PerceiverEncoder
@@ -41,6 +42,10 @@ class HighMMTConfig:
     ff_dropout: float = 0.0
     head_norm: str = "layernorm"
     modality_embedding: bool = True
+    # Width of the aligned-token comparison (``nn/aligned.py``) added to the head input of every task
+    # declared ``aligned`` (its modalities share one position grid, place by place); 0 turns it off.
+    # Not in the paper.
+    aligned_dim: int = 32
     # Heterogeneity-aware parameter groups (see ``models/groups.py``); empty: everything shared.
     unimodal_groups: dict[str, int] = field(default_factory=dict)
     crossmodal_groups: dict[str, int] = field(default_factory=dict)
@@ -90,15 +95,21 @@ class HighMMT(MultitaskModel):
         self.encoder, self.crossmodal = encoder(), crossmodal()
         self.group_encoders = nn.ModuleList(encoder() for _ in range(k_uni - 1))
         self.group_crossmodals = nn.ModuleList(crossmodal() for _ in range(k_cross - 1))
+        # Only built when some task is aligned: other suites keep their parameters and checkpoints, and
+        # checkpoints saved before tasks could be aligned load as they were trained.
+        self.aligned_tasks = {t.name for t in tasks if t.aligned} if cfg.aligned_dim else set()
+        self.aligned = AlignedComparison(self.standardizer.d_all, cfg.aligned_dim) if self.aligned_tasks else None
         self.heads = nn.ModuleDict({
             t.name: LinearHead(self.feature_dim(t), t.out_dim, cfg.head_norm) for t in tasks
         })
 
     def feature_dim(self, task: Task) -> int:
         """Unimodal tasks keep the whole latent array (as the reference code); multimodal tasks get
-        one ``latent_dim`` vector per ordered pair."""
+        one ``latent_dim`` vector per ordered pair, and aligned tasks one ``aligned_dim`` more per pair."""
         m = len(task.modalities)
-        return self.cfg.num_latents * self.cfg.latent_dim if m == 1 else m * (m - 1) * self.cfg.latent_dim
+        if m == 1:
+            return self.cfg.num_latents * self.cfg.latent_dim
+        return m * (m - 1) * (self.cfg.latent_dim + (self.cfg.aligned_dim if task.name in self.aligned_tasks else 0))
 
     def encoder_for(self, group: int) -> PerceiverEncoder:
         return self.encoder if group == 0 else self.group_encoders[group - 1]
@@ -168,10 +179,26 @@ class HighMMT(MultitaskModel):
             pair_out.update(zip(keys, self.crossmodal_for(g).pair_outputs(flat, pairs).unbind(0), strict=True))
         return [
             latents[k][0].flatten(1) if len(t.modalities) == 1
-            else torch.stack([pair_out[k, n] for n in range(len(t.modalities) * (len(t.modalities) - 1))], 1
-                             ).flatten(1)
+            else torch.cat([
+                torch.stack([pair_out[k, n] for n in range(len(t.modalities) * (len(t.modalities) - 1))], 1).flatten(1),
+                *self._aligned_features(pieces[k].batch, t),
+            ], 1)
             for k, t in enumerate(tasks)
         ]
+
+    def _aligned_features(self, batch: dict[str, torch.Tensor], task: Task) -> list[torch.Tensor]:
+        """The aligned-token comparison of every ordered pair of an aligned task (none otherwise); a
+        pair with a missing modality reads zeros, as no evidence either way."""
+        if task.name not in self.aligned_tasks:
+            return []
+        tokens = {m: self._input(batch, m).tokens() for m in task.modalities if m in batch}
+        b = next(iter(tokens.values())).shape[0]
+        out = []
+        for i, j in ordered_pairs(len(task.modalities)):
+            a, c = task.modalities[i], task.modalities[j]
+            out.append(self.aligned(tokens[a], tokens[c]) if a in tokens and c in tokens
+                       else next(iter(tokens.values())).new_zeros(b, self.cfg.aligned_dim))
+        return out
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         return self.step_outputs([Piece(task, None, batch)])[0]

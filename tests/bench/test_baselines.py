@@ -122,6 +122,17 @@ def test_gradient_correlation_pairs_aligned_images():
     assert found["forward"]["R@1"] > 10 / test_pairs and found["backward"]["R@1"] > 10 / test_pairs
 
 
+def test_gradient_correlation_of_a_pair_does_not_depend_on_the_other_rows():
+    """Each image is filtered on its own: a filter over the stack would smooth across neighbouring rows."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((6, 16, 16)), rng.random((6, 16, 16))
+    whole = gradient_correlation(a, b)
+    alone = [gradient_correlation(a[i:i + 1], b[i:i + 1])[0] for i in range(6)]
+    np.testing.assert_allclose(whole, alone, atol=1e-6)
+    shuffled = gradient_correlation(a[::-1], b[::-1])[::-1]
+    np.testing.assert_allclose(whole, shuffled, atol=1e-6)
+
+
 def test_simple_retrieval_off_images_is_cca_on_features(packaged):
     td = packaged["motions"]
     found = simple_retrieval(td, "accelerometer", "gyroscope")

@@ -77,3 +77,17 @@ def test_regression_targets_standardised_for_training(suite):
     y = suite["diabetes"].splits["train"].y
     assert task.target_mean == pytest.approx(tuple(y.mean(0)))
     assert task.target_std == pytest.approx(tuple(y.std(0)))
+
+
+def test_an_entry_can_declare_synchronised_sensors_aligned(suite):
+    assert not suite["basic_motions"].task.aligned  # the source does not: measured no better (docs)
+    declared = build_suite([{"name": "m", "source": "basic_motions", "aligned": True}], LoadContext(seed=0))
+    assert declared["m"].task.aligned
+
+
+@pytest.mark.parametrize("source", ["sklearn_digits", "japanese_vowels"])
+def test_aligned_needs_two_modalities_on_one_fixed_grid(source):
+    from highmodal.errors import HighmodalError
+
+    with pytest.raises(HighmodalError, match=r"task 'x' is declared aligned, which needs two or more modalities"):
+        build_suite([{"name": "x", "source": source, "aligned": True}], LoadContext(seed=0))

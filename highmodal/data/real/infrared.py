@@ -16,7 +16,9 @@ show different places, so the file name is taken as the scene identity.
 Images vary in size (about 500×330, aspect ≈ 1.5) and are resized to ``size``×``size`` (64: the
 squeeze is the same for both modalities and leaves street layout, vehicles and people recognisable),
 then cut into ``patch``×``patch`` squares as HighMMT does for images: IR (grey, 1 channel) →
-``(8, 8, 64)``, visible (RGB) → ``(8, 8, 192)``. Decoding uses Pillow (installed with tensorboard).
+``(8, 8, 64)``, visible (RGB) → ``(8, 8, 192)``; the ``gradients`` view holds one edge value per pixel
+in both. Decoding uses Pillow (installed with tensorboard). The task is declared ``aligned``: token ``t``
+of both images covers the same place, which HighMMT's aligned-token comparison reads.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 from highmodal.data.cache import cached_arrays
 from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, make_task, register_loader, spec
-from highmodal.data.real.common import patchify
+from highmodal.data.real.common import gradient_magnitude, patchify
 from highmodal.data.shared import require_root, verified_files
 from highmodal.data.splits import carve
 from highmodal.data.task import SplitData, TaskData
@@ -38,15 +40,22 @@ DATASET = "roadscene_ir_visible"
 IR_DIR = "cropinfrared"
 VIS_DIR = "crop_LR_visible"
 CLASSES = ["different scene", "same scene"]
+# "pixels": the intensities (grey IR, RGB visible); "gradients": each image's Sobel gradient magnitude of
+# its grey image, standardised per image, one value per pixel in both modalities; "both": the two side by
+# side. Thermal and visible intensities of one scene are unrelated (a warm tyre is bright in IR and black in
+# RGB) while their edges coincide, which is what the gradient view exposes.
+REPRESENTATIONS = ("pixels", "gradients", "both")
 
 
 @dataclass
 class PairOptions:
     """``size``: side of the resized square images; ``patch``: side of one token's square.
+    ``representation``: what each pixel holds, one of ``REPRESENTATIONS``.
     ``val_frac``/``test_frac``: fractions of all scenes."""
 
     size: int = 64
     patch: int = 8
+    representation: str = "pixels"
     val_frac: float = 0.1
     test_frac: float = 0.2
 
@@ -81,6 +90,15 @@ def _available(ctx: LoadContext) -> bool:
     return (folder / IR_DIR).is_dir() and (folder / VIS_DIR).is_dir() and any((folder / IR_DIR).iterdir())
 
 
+def _view(images: np.ndarray, representation: str) -> np.ndarray:
+    """Decoded ``(N, H, W[, C])`` uint8 images → the chosen representation, ``(N, H, W, C')`` float32."""
+    pixels = images.reshape(*images.shape[:3], -1).astype(np.float32)
+    if representation == "pixels":
+        return pixels
+    edges = gradient_magnitude(pixels.mean(-1))[..., None]
+    return edges if representation == "gradients" else np.concatenate([pixels, edges], -1)
+
+
 def pair_up(ir: np.ndarray, vis: np.ndarray, rng: np.random.Generator) -> SplitData:
     """The scenes of one split (row i of ``ir`` and ``vis`` is scene i) → one positive and one negative
     pair per scene (see the module doc); needs at least two scenes."""
@@ -97,6 +115,8 @@ def pair_up(ir: np.ndarray, vis: np.ndarray, rng: np.random.Generator) -> SplitD
 @register_loader("roadscene", PairOptions, ("infrared", "image"),
                  "RoadScene IR/visible pairs: same scene or not (221 scenes, constructed pairing task)", _available)
 def roadscene(opts: PairOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
+    if opts.representation not in REPRESENTATIONS:
+        raise HighmodalError(f"roadscene: representation {opts.representation!r} is not one of {list(REPRESENTATIONS)}")
     if opts.size % opts.patch:
         raise HighmodalError(f"roadscene: patch {opts.patch} does not divide the image size {opts.size}")
     folder = require_root(ctx, DATASET)
@@ -106,9 +126,11 @@ def roadscene(opts: PairOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData
     def build() -> dict[str, np.ndarray]:
         ir = np.stack([_read_image(folder / IR_DIR / n, "L", opts.size) for n in names])
         vis = np.stack([_read_image(folder / VIS_DIR / n, "RGB", opts.size) for n in names])
-        return {"ir": patchify(ir, opts.patch), "vis": patchify(vis, opts.patch)}
+        return {"ir": patchify(_view(ir, opts.representation), opts.patch),
+                "vis": patchify(_view(vis, opts.representation), opts.patch)}
 
-    arrays = cached_arrays("roadscene", sums, {"size": opts.size, "patch": opts.patch}, build)
+    arrays = cached_arrays("roadscene", sums, {"size": opts.size, "patch": opts.patch,
+                                               "representation": opts.representation}, build)
     ir, vis = arrays["ir"].astype(np.float32), arrays["vis"].astype(np.float32)
     scenes = SplitData({"scene": np.arange(len(names))[:, None]}, np.zeros(len(names), dtype=np.int64))
     rest, test = carve(scenes, opts.test_frac, ctx.seed, stratify=False)
@@ -119,7 +141,8 @@ def roadscene(opts: PairOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData
         splits[split] = pair_up(ir[idx], vis[idx], np.random.default_rng([ctx.seed, k]))
     td = TaskData(
         make_task(entry, ["road_infrared", "road_visible"], "classification", 2, CLASSES,
-                  "constructed: do a thermal and a visible image show the same road scene (chance 0.5)"),
+                  "constructed: do a thermal and a visible image show the same road scene (chance 0.5)",
+                  aligned=True),
         {"road_infrared": spec("road_infrared", "infrared", ir.shape[1:]),
          "road_visible": spec("road_visible", "image", vis.shape[1:])},
         splits, str(folder))

@@ -76,3 +76,41 @@ def test_corrupted_missing_and_unreadable_images(data_root, tmp_path):
 
 def test_tiny_highmmt_forward(suite):
     assert_tiny_forward(suite)
+
+
+@pytest.mark.parametrize("representation, widths", [("gradients", (64, 64)), ("both", (128, 256))])
+def test_gradient_views_keep_the_pairs_and_standardise_each_image(data_root, suite, representation, widths):
+    """The gradient view holds each image's Sobel magnitude (per image: mean 0, std 1) at the same
+    pixels, in the same rows, as the pixel view; ``both`` appends it to the intensities."""
+    from highmodal.data.real.common import gradient_magnitude
+
+    td = build_suite([{"name": "road", "source": "roadscene", "representation": representation}],
+                     LoadContext(data_root=data_root))["road"]
+    assert (td.specs["road_infrared"].shape[-1], td.specs["road_visible"].shape[-1]) == widths
+    pixels, view = suite["road"].splits["test"], td.splits["test"]
+    np.testing.assert_array_equal(view.y, pixels.y)
+    for m, c in (("road_infrared", 1), ("road_visible", 3)):
+        grey = pixels.inputs[m].reshape(-1, 8, 8, 8, 8, c).transpose(0, 1, 3, 2, 4, 5).reshape(-1, 64, 64, c).mean(-1)
+        edges = view.inputs[m].reshape(-1, 8, 8, 8, 8, widths[m == "road_visible"] // 64)[..., -1]
+        edges = edges.transpose(0, 1, 3, 2, 4).reshape(-1, 64, 64)
+        np.testing.assert_allclose(edges, gradient_magnitude(grey), atol=1e-4)
+        assert np.allclose(edges.mean((1, 2)), 0, atol=1e-4) and np.allclose(edges.std((1, 2)), 1, atol=1e-3)
+
+
+def test_unknown_representation_is_one_clear_error(data_root):
+    with pytest.raises(HighmodalError, match=r"roadscene: representation 'edges' is not one of"):
+        build_suite([{"name": "r", "source": "roadscene", "representation": "edges"}], LoadContext(data_root=data_root))
+
+
+def test_image_correlation_of_the_gradient_view_equals_the_pixels_gradient_correlation(data_root, suite):
+    """The simple panel stays as strong on the gradient view: correlating its maps directly is the
+    Sobel baseline on the pixels, so a model given gradients is not judged against a weaker yardstick."""
+    from highmodal.bench.baselines import BASELINES
+
+    pixels = suite["road"]
+    grad = build_suite([{"name": "road", "source": "roadscene", "representation": "gradients"}],
+                       LoadContext(data_root=data_root))["road"]
+    by_pixels = BASELINES.get("gradient_correlation").fit(pixels, pixels.splits["train"])
+    by_view = BASELINES.get("image_correlation").fit(grad, grad.splits["train"])
+    for split in ("val", "test"):
+        np.testing.assert_allclose(by_view(grad.splits[split])[1], by_pixels(pixels.splits[split])[1], atol=1e-3)
