@@ -329,23 +329,15 @@ def _gray(x: np.ndarray) -> np.ndarray:
     return img.mean(-1)
 
 
+def _images(td: TaskData, modalities: tuple[str, ...]) -> bool:
+    """Every one of ``modalities`` is a grid of square patch tokens that ``_gray`` can read."""
+    return all(td.specs[m].kind in IMAGE_KINDS and len(td.specs[m].shape) == 3
+               and _patch_channels(td.specs[m].channels) is not None for m in modalities)
+
+
 def _aligned_pair(td: TaskData) -> bool:
     mods = td.task.modalities
-    return (td.task.is_classification and td.task.out_dim == 2 and len(mods) == 2
-            and all(td.specs[m].kind in IMAGE_KINDS and len(td.specs[m].shape) == 3
-                    and _patch_channels(td.specs[m].channels) is not None for m in mods))
-
-
-def gradient_magnitudes(img: np.ndarray) -> np.ndarray:
-    """Grey images ``(N, H, W)`` → their Sobel gradient magnitudes, flattened, centred and of unit
-    norm, so that a dot product of two rows is the Pearson correlation of their magnitudes."""
-    g = gradient_magnitude(img).reshape(len(img), -1)
-    return g / math.sqrt(g.shape[1])
-
-
-def gradient_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per row, the Pearson correlation of two images' Sobel gradient magnitudes."""
-    return (gradient_magnitudes(a) * gradient_magnitudes(b)).sum(1)
+    return td.task.is_classification and td.task.out_dim == 2 and len(mods) == 2 and _images(td, mods)
 
 
 def _unit_rows(img: np.ndarray) -> np.ndarray:
@@ -353,6 +345,17 @@ def _unit_rows(img: np.ndarray) -> np.ndarray:
     x = img.reshape(len(img), -1)
     x = x - x.mean(1, keepdims=True)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def gradient_magnitudes(img: np.ndarray) -> np.ndarray:
+    """Grey images ``(N, H, W)`` → their Sobel gradient magnitudes as ``_unit_rows``, so that a dot
+    product of two rows is the Pearson correlation of their magnitudes."""
+    return _unit_rows(gradient_magnitude(img))
+
+
+def gradient_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, the Pearson correlation of two images' Sobel gradient magnitudes."""
+    return (gradient_magnitudes(a) * gradient_magnitudes(b)).sum(1)
 
 
 def image_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -403,7 +406,7 @@ def simple_retrieval(td: TaskData, query: str, gallery: str, keep_target: int | 
     from sklearn.cross_decomposition import CCA
 
     test, train = (paired_rows(td.splits[s], keep_target) for s in ("test", "train"))
-    if all(td.specs[m].kind in IMAGE_KINDS and len(td.specs[m].shape) == 3 for m in (query, gallery)):
+    if _images(td, (query, gallery)):
         found = {}
         for space, embed in (("gradient_correlation", gradient_magnitudes), ("image_correlation", _unit_rows)):
             q, g = (embed(_gray(test.inputs[m])) for m in (query, gallery))

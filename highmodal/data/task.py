@@ -139,9 +139,14 @@ class TaskData:
             check_targets(t, data.y, where)
         if t.is_classification:
             self._check_classes(src)
+        if t.aligned:
+            self._check_aligned(src)
+
+    def _check_aligned(self, src: str) -> None:
+        """An aligned task needs two or more modalities on one fixed position grid."""
+        t = self.task
         grids = {m: self.specs[m].axes for m in t.modalities}
-        if t.aligned and (len(t.modalities) < 2 or len(set(grids.values())) > 1
-                          or any(self.specs[m].variable for m in t.modalities)):
+        if len(t.modalities) < 2 or len(set(grids.values())) > 1 or any(self.specs[m].variable for m in t.modalities):
             raise HighmodalError(f"{src}: task {t.name!r} is declared aligned, which needs two or more modalities on "
                                  f"one fixed position grid; their position axes are {grids}")
 

@@ -142,8 +142,10 @@ class HighMMT(MultitaskModel):
             for m in present:
                 jobs.setdefault(self.cfg.unimodal_groups.get(f"{t.name}/{m}", 0), []).append((k, m))
         encoded: dict[tuple[int, str], torch.Tensor] = {}
+        standard: dict[tuple[int, str], StandardInput] = {}  # also read by the aligned comparison
         for g, keys in sorted(jobs.items()):
             inputs = [self._input(pieces[k].batch, m) for k, m in keys]
+            standard.update(zip(keys, inputs, strict=True))
             encoded.update(zip(keys, self.encoder_for(g).encode_inputs(inputs), strict=True))
         # A missing modality is stood in for by its encoder's learned initial latent array: what the
         # Perceiver holds before it has looked at any input. No extra parameters, and the head keeps
@@ -181,23 +183,24 @@ class HighMMT(MultitaskModel):
             latents[k][0].flatten(1) if len(t.modalities) == 1
             else torch.cat([
                 torch.stack([pair_out[k, n] for n in range(len(t.modalities) * (len(t.modalities) - 1))], 1).flatten(1),
-                *self._aligned_features(pieces[k].batch, t),
+                *self._aligned_features({m: x for (kk, m), x in standard.items() if kk == k}, t),
             ], 1)
             for k, t in enumerate(tasks)
         ]
 
-    def _aligned_features(self, batch: dict[str, torch.Tensor], task: Task) -> list[torch.Tensor]:
-        """The aligned-token comparison of every ordered pair of an aligned task (none otherwise); a
-        pair with a missing modality reads zeros, as no evidence either way."""
+    def _aligned_features(self, inputs: dict[str, StandardInput], task: Task) -> list[torch.Tensor]:
+        """The aligned-token comparison of every ordered pair of an aligned task (none otherwise), from
+        the standardized inputs of the modalities present; a pair with a missing modality reads zeros,
+        as no evidence either way."""
         if task.name not in self.aligned_tasks:
             return []
-        tokens = {m: self._input(batch, m).tokens() for m in task.modalities if m in batch}
-        b = next(iter(tokens.values())).shape[0]
+        tokens = {m: x.tokens() for m, x in inputs.items()}
+        some = next(iter(tokens.values()))
         out = []
         for i, j in ordered_pairs(len(task.modalities)):
             a, c = task.modalities[i], task.modalities[j]
             out.append(self.aligned(tokens[a], tokens[c]) if a in tokens and c in tokens
-                       else next(iter(tokens.values())).new_zeros(b, self.cfg.aligned_dim))
+                       else some.new_zeros(some.shape[0], self.cfg.aligned_dim))
         return out
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
