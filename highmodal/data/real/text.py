@@ -1,55 +1,28 @@
 """Sentence classification on the harvardnlp Kim-CNN files: SST-2, SST-5 (sentiment) and TREC (question type).
 
 HighMMT feeds text as a sequence of fixed per-token feature vectors (GloVe in the paper). Pretrained
-vectors may not be downloaded here, so word vectors are learned offline from each task's own
-*training* sentences, LSA-style: a lower-cased vocabulary (words seen at least twice, everything
-else → ``<unk>``), positive PMI of word–context co-occurrence within ±4 words, factorised by a
-truncated SVD to 64 dimensions. Levy, Goldberg & Dagan (TACL 2015) show that PPMI + SVD with
-context-distribution smoothing (α = 0.75) and square-root eigenvalue weighting matches word2vec /
-GloVe on similarity tasks at corpus sizes like these (about 10k sentences), where training a neural
-embedding from scratch is noisy; and it is a deterministic, closed-form fit (no epochs, no seed
-sensitivity beyond the SVD solver's fixed start vector).
+vectors are not available here, so word vectors are fit offline on each task's own *training*
+sentences, LSA-style (Levy, Goldberg & Dagan, TACL 2015: PPMI + SVD matches word2vec / GloVe at corpus
+sizes like these, where a neural embedding trained from scratch is noisy): a lower-cased vocabulary
+(words seen at least ``min_count`` times, the rest → ``<unk>``, which so gets a vector that unseen words
+share), positive PMI of word–context co-occurrence within ±``window`` words with context-distribution
+smoothing, a truncated SVD to ``dim`` dimensions, each standardised over the training tokens. The fit
+is closed-form and deterministic. ``dim`` was chosen on validation (docs/results-analysis.md, "Text").
 
-Rare training words are counted as ``<unk>`` when fitting, so ``<unk>`` gets a learned vector (the
-average context of a rare word) that out-of-vocabulary words at val/test time then share.
-The vectors are standardised per dimension over all training token occurrences at fit time, so the
-modality needs no further normalisation and a token's features depend only on the featurizer.
+SST-2 and SST-5 share one modality, ``sst_text`` (as HighMMT shares text between MOSEI and UR-FUNNY):
+one featurizer fit on the union of their training sentences (SST-2's are SST-5's minus the neutral
+ones), so a sentence has the same inputs in either task. The files are PTB-tokenized, one sentence per
+line after an integer label; tokens are split on whitespace.
 
-SST-2 and SST-5 share one modality, ``sst_text`` (as HighMMT shares the text modality between MOSEI
-and UR-FUNNY), so both fit a single featurizer on the union of their training sentences: the same
-sentence gives identical inputs in either task. (SST-2's training sentences are those of SST-5 minus
-the neutral ones, so the union adds no dev/test sentence.) The files are already tokenized
-(PTB-style, one sentence per line after an integer label); tokens are split on whitespace.
-
-Option ``tokens: subword`` gives a second view for OmniVec2, whose modality-specific tokenizers follow
-Uni-Perceiver (§3.1 "Tokenizers"; the per-modality details are in its supplementary material): text
-becomes a sequence of subword ids that the model's own embedding layer maps to vectors, instead of
-fixed per-token features. The subword vocabulary is a WordPiece model (HF ``tokenizers``) trained
-offline on the task's own *training* split, never downloaded: the loader's lower-cased,
-already-tokenized words, split on whitespace only (no further normaliser), ``[PAD]`` = id 0 (padding),
-``[UNK]`` = id 1 (a word the pieces cannot spell: one with a character never seen there in training),
-continuation pieces marked ``##``.
-SST-2 and SST-5 again share one vocabulary, trained on the union of their training sentences, and one
-modality, ``sst_subwords``, so the same sentence has the same ids in both tasks; TREC trains its own on
-the training questions left after the validation part is carved out (``trec_subwords``). The views
-have their own modality names, so a suite may hold both. Ids are stored as float32 ``(N, L, 1)`` (exact
-below 2^24) with a ``(N, L)`` mask, True exactly where the id is non-zero; the spec carries
-``vocab_size`` and the ids are not normalised. The tokenizer's JSON is cached with the arrays and
-returned by :func:`subword_tokenizer`.
-
-WordPiece training is deterministic here although the library's trainer alone is not (tokenizers
-issue #1794: the ``##`` continuation pieces get ids in hash-map order, and ids break ties between
-equally frequent merges, so two processes can learn different vocabularies). The continuation pieces
-are therefore declared up front, in code-point order, as trainer special tokens, which fixes their ids;
-the trained vocabulary is then loaded into a fresh WordPiece model whose only special tokens are
-``[PAD]`` and ``[UNK]``. (Checked: 8 separate processes learned byte-identical tokenizers at 1,000,
-2,500, 4,000 and 8,000 pieces, for SST and for three TREC carves; the tests repeat it in a subprocess.)
-
-Lengths, measured at the default 4,000-piece vocabulary (which both vocabularies reach): an SST
-training sentence has 25.5 subwords on average (19.2 words), a TREC question 12.9 (10.2 words).
-``subword_max_len`` = 64 truncates 27 of the 8,534 distinct SST training sentences (22 of SST-2's
-6,920, 27 of SST-5's 8,544; the longest has 79 subwords; dev/test: 2/5 for SST-2, 2/6 for SST-5) and
-no TREC question (the longest has 50–51 subwords under the vocabularies of seeds 0–3).
+``tokens: subword`` is OmniVec2's view (Uni-Perceiver-style modality tokenizers, §3.1): WordPiece ids
+(HF ``tokenizers``) trained on the task's own training split, mapped to vectors by the model's own
+embedding; modalities ``sst_subwords`` (one vocabulary for SST-2 and SST-5) and ``trec_subwords``.
+``[PAD]`` = id 0, ``[UNK]`` = id 1, continuation pieces marked ``##``; ids are stored as float32
+``(N, L, 1)`` (exact below 2^24) with a mask true where the id is non-zero, and the spec carries
+``vocab_size``. The library's trainer alone is not deterministic (tokenizers issue #1794: ``##`` pieces
+get ids in hash-map order), so the continuation pieces are declared up front in code-point order as
+trainer special tokens, then the vocabulary is loaded into a fresh model whose only specials are
+``[PAD]`` and ``[UNK]``; the tests check that separate processes learn identical tokenizers.
 """
 
 from __future__ import annotations
@@ -93,7 +66,7 @@ MAX_EXACT_ID = 2**24  # float32 holds every integer below this exactly
 class TextOptions:
     """``max_len``: tokens kept per sentence (50 covers all TREC questions and all but 8 of the
     ~11.8k SST sentences, the longest having 56). ``dim``/``window``/``min_count``: the word-vector
-    fit (64 dims keep the per-token width modest for the Perceiver; ±4 words is a mid-size
+    fit (512 dims: the best of 64/256/512 on validation, 3 seeds per task; ±4 words is a mid-size
     window that captures both syntax and topic; words seen once are too noisy to get a vector).
     ``val_frac``: share of TREC's training questions held out for validation (SST has a dev set).
 
@@ -104,7 +77,7 @@ class TextOptions:
     per sentence; subword sequences are longer than word sequences, so it exceeds ``max_len``."""
 
     max_len: int = 50
-    dim: int = 64
+    dim: int = 512
     window: int = 4
     min_count: int = 2
     val_frac: float = 0.1

@@ -37,9 +37,9 @@ def test_official_splits_and_shapes(suite):
     for td in suite:
         (m,) = td.task.modalities
         s = td.specs[m]
-        assert s.kind == "text" and s.shape == (None, 64) and s.max_len == 50
+        assert s.kind == "text" and s.shape == (None, text.TextOptions.dim) and s.max_len == 50
         data = td.splits["train"]
-        assert data.inputs[m].shape[1:] == (50, 64) and data.masks[m].shape == (len(data), 50)
+        assert data.inputs[m].shape[1:] == (50, text.TextOptions.dim) and data.masks[m].shape == (len(data), 50)
         lengths = data.masks[m].sum(1)
         assert lengths.min() >= 1 and lengths.max() == (50 if m == "sst_text" else 37)
         assert np.all(data.inputs[m][~data.masks[m]] == 0)  # padding carries no data
