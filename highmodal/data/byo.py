@@ -1,6 +1,6 @@
 """Bring your own data with no code: an ``.npz`` (one array per modality) or a CSV table.
 
-Example task entry (configs/byo_motions.yaml is a whole config; README "Bring your own data")::
+Example task entry (configs/byo_motions.yaml is a whole config; docs/bring-your-own.md)::
 
     - name: racket
       source: npz

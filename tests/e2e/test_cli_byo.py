@@ -26,7 +26,7 @@ def byo(tmp_path_factory):
     x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys)
     (root / "data").mkdir()
     np.savez(root / "data" / "motions.npz", accel=x[:, :3], gyro=x[:, 3:], y=y, split=np.array(splits))
-    # The README's example config, made quick: tiny preset, fewer epochs.
+    # The example config of docs/bring-your-own.md, made quick: tiny preset, fewer epochs.
     cfg = yaml.safe_load((REPO / "configs" / "byo_motions.yaml").read_text())
     cfg["seed"] = 3
     cfg["model"]["preset"] = "tiny"

@@ -247,7 +247,7 @@ def test_spectrogram_patches_on_shared_audio(shared, source, modality, n_tokens)
 
 
 def test_word_vectors_on_sst2(shared):
-    td = shared("sst2")
+    td = shared("sst2", dim=64)
     x, mask = samples(td, "sst_text", slice(0, 8))
     tok = tokenizer(td, "sst_text")
     _, token_mask = check_forward(tok, x, mask, 50)
