@@ -269,6 +269,7 @@ def test_views_have_their_own_modalities(data_root):
     suite = build_suite([{"name": "w", "source": "trec"}, {"name": "s", "source": "trec", "tokens": "subword"}],
                         LoadContext(data_root=data_root))
     assert suite["w"].task.modalities == ("trec_text",) and suite["s"].task.modalities == ("trec_subwords",)
+    assert suite["w"].specs["trec_text"].shape == (None, text.TextOptions.dim)  # the default width
 
 
 @pytest.mark.parametrize("source", ["sst2", "trec"])
