@@ -7,6 +7,7 @@ where user-written configuration is checked, so every command reports problems t
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -124,15 +125,19 @@ class ModelConfig:
 
 
 PARALLEL = ("ddp", "fsdp")
+AUTO_EPOCHS = 30  # the fewest epochs of a schedule left to the library (train.epochs: null)
 AMP = {"bf16": "bfloat16"}  # mixed-precision name -> torch dtype (training/precision.py)
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Optimisation settings. Defaults follow HighMMT's large setting (lr 8e-4, weight decay 1e-3)
-    with AdamW, linear warm-up and cosine decay to ``min_lr_ratio × lr``."""
+    with AdamW, linear warm-up and cosine decay to ``min_lr_ratio × lr``. ``epochs`` left out (null):
+    30 epochs, or more on small data, enough for ``min_steps`` optimizer steps (3,000 chosen on the
+    validation splits of seven small sets: docs/bring-your-own.md); a given ``epochs`` is used as is."""
 
-    epochs: int = 30
+    epochs: int | None = None
+    min_steps: int = 3000
     batch_size: int = 32
     eval_batch_size: int = 256
     lr: float = 8e-4
@@ -177,7 +182,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+            "epochs": self.epochs is None or self.epochs >= 1, "min_steps": self.min_steps >= 0,
+            "batch_size": self.batch_size >= 1,
             "eval_batch_size": self.eval_batch_size >= 1, "lr": self.lr > 0,
             "weight_decay": self.weight_decay >= 0, "warmup_frac": 0 <= self.warmup_frac < 1,
             "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
@@ -204,6 +210,15 @@ class TrainConfig:
                                  f"{did_you_mean(str(self.amp), AMP)}")
         if self.compile and self.parallel == "fsdp":
             raise HighmodalError("train.compile: not supported with train.parallel: fsdp; use ddp or drop compile")
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Epochs to train: ``epochs`` when given; else ``AUTO_EPOCHS``, or as many more as it takes to
+        reach ``min_steps`` optimizer steps, so a set of a few dozen rows gets as many updates as a
+        large one gets in a few epochs (deep time-series classifiers train small UCR sets for
+        hundreds to 1,500 epochs: Fawaz et al. 2019, Ismail Fawaz et al. 2020)."""
+        if self.epochs is not None:
+            return self.epochs
+        return max(AUTO_EPOCHS, math.ceil(self.min_steps / max(steps_per_epoch, 1)))
 
 
 @dataclasses.dataclass

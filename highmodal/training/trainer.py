@@ -71,7 +71,8 @@ class Trainer:
         self.batch_sizes = {td.task.name: td.task.batch_size or cfg.batch_size for td in trained}
         self.sampler = create_sampler(cfg.sampler or model.default_sampler, self.train_data, self.batch_sizes,
                                       cfg.pair_alpha)
-        self.total_steps = cfg.epochs * len(self.sampler)
+        self.epochs = cfg.epochs_for(len(self.sampler))
+        self.total_steps = self.epochs * len(self.sampler)
         self.balancer = create_balancer(cfg.balance, {n: d.task for n, d in self.train_data.items()},
                                         cfg.balance_temperature).to(self.device)
         extra = list(self.balancer.parameters())
@@ -210,8 +211,8 @@ class Trainer:
             save_checkpoint(self.run_dir, weights, optimizer, self.scheduler, p, best, self.stopping.flat_heads())
 
     def fit(self, resume: bool = False) -> dict:
-        """Train for ``cfg.epochs`` (or until per-task early stopping has stopped every task); leave the
-        model holding the best validation epoch's weights.
+        """Train for ``cfg.epochs_for(steps per epoch)`` epochs (or until per-task early stopping has stopped
+        every task); leave the model holding the best validation epoch's weights.
 
         With a run directory, the full training state is checkpointed atomically at every epoch end
         and every ``cfg.checkpoint_every`` steps; ``resume=True`` continues from the last checkpoint
@@ -237,7 +238,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=p.step, disable=not (self.progress and self.main), desc="train",
                    unit="step", leave=False)
         try:
-            while p.epoch <= self.cfg.epochs and self.stopping.active():
+            while p.epoch <= self.epochs and self.stopping.active():
                 t0 = time.perf_counter()
                 self.model.train()
                 for head in self.stopping.held():
@@ -316,5 +317,5 @@ class Trainer:
                 log.close()
         fsdp.load_model(self.model, best_state)
         self.model.eval()
-        out = {"best_epoch": p.best_epoch, "best_val_score": p.best_score, "val": p.best_val}
+        out = {"epochs": self.epochs, "best_epoch": p.best_epoch, "best_val_score": p.best_score, "val": p.best_val}
         return out | ({"tasks": self.stopping.state()} if self.stopping.enabled else {})
