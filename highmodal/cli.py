@@ -34,8 +34,8 @@ def _report(results: dict, split: str, run_dir: Path, json_path: Path | None, ex
 
 
 def _train(config_path: Path, cfg, args) -> None:
+    from highmodal.experiments.run import train_experiment
     from highmodal.training.distributed import is_main
-    from highmodal.training.run import train_experiment
 
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
@@ -119,9 +119,9 @@ def _run_config(run_dir: Path):
 
 
 def cmd_evaluate(args) -> None:
+    from highmodal.experiments.run import suite_for
     from highmodal.training.checkpoint import load
     from highmodal.training.evaluation import evaluate_suite
-    from highmodal.training.run import suite_for
 
     run_dir = Path(args.run_dir)
     model = load(run_dir, options=_inference(args))
@@ -142,7 +142,7 @@ def cmd_evaluate(args) -> None:
                          f"{'-' + args.inference if args.inference else ''}.json")
     extra = None
     if args.baseline:
-        from highmodal.bench.baselines import against_simple, format_against_simple
+        from highmodal.experiments.baselines import against_simple, format_against_simple
 
         extra = {"against_simple": against_simple(suite, results, cfg.seed)}
         for r in results.values():
@@ -181,7 +181,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_suite(args) -> None:
-    from highmodal.bench.suite import run_suite
+    from highmodal.experiments.suite import run_suite
 
     tag = f"{Path(args.suite).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"suite-{tag}"
@@ -197,7 +197,7 @@ def cmd_suite(args) -> None:
 
 
 def cmd_heterogeneity(args) -> None:
-    from highmodal.heterogeneity.run import quantify
+    from highmodal.experiments.heterogeneity import quantify
 
     tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"heterogeneity-{tag}"
@@ -218,21 +218,21 @@ def cmd_heterogeneity(args) -> None:
 
 
 def cmd_study(args) -> None:
-    from highmodal.heterogeneity.run import study
+    from highmodal.experiments.heterogeneity import study
 
     tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{tag}"
     rows = study(args.config, Path(args.heterogeneity), out, _data(args), args.command, args.quick, args.seeds,
                  args.variants.split(",") if args.variants else None, args.overwrite, not args.no_progress,
                  "highmodal " + " ".join(args.argv))
-    from highmodal.heterogeneity.compare import markdown
+    from highmodal.experiments.ablations import markdown
 
     print(markdown(rows))
     print(f"wrote {out / (args.command + '.json')}")
 
 
 def cmd_variants(args) -> None:
-    from highmodal.bench.variants import markdown, run_study
+    from highmodal.experiments.variants import markdown, run_study
 
     tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"variants-{args.study}-{tag}"
@@ -244,7 +244,7 @@ def cmd_variants(args) -> None:
 
 
 def cmd_probe(args) -> None:
-    from highmodal.training.probe import run_probe
+    from highmodal.experiments.probe import run_probe
 
     run_dir = Path(args.run_dir)
     config = Path(args.config)
@@ -320,7 +320,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from highmodal.training.pretrain import load_pretrain_config, pretrain
+    from highmodal.experiments.pretraining import load_pretrain_config, pretrain
 
     config = Path(args.config)
     cfg = load_pretrain_config(config, args.quick)
@@ -332,7 +332,7 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_transfer(args) -> None:
-    from highmodal.bench.transfer import markdown, run_transfer
+    from highmodal.experiments.pretraining import markdown, run_transfer
 
     config = Path(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"transfer-{config.stem}{'-quick' if args.quick else ''}"

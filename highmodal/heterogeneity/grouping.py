@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from highmodal.data.task import TaskSuite
 from highmodal.heterogeneity.clustering import groups
 from highmodal.models.base import MultitaskModel
 from highmodal.models.groups import crossmodal_units, unimodal_units
 from highmodal.registry import Registry
+from highmodal.tasks import TaskSuite
 from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import load
 

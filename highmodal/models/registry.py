@@ -8,10 +8,10 @@ from typing import TypeVar
 
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.registry import Registry
+from highmodal.tasks import Task
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 C = TypeVar("C")

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from highmodal import __version__
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.fileio import atomic_write_text, sha256_file
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
+from highmodal.tasks import Task
 from highmodal.training.weightfile import check_weights, read_weights
 
 FORMAT_VERSION = 1

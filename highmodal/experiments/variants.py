@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from highmodal.bench.stats import seed_summary
-from highmodal.bench.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config, reuse_run
 from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.stats import seed_summary
+from highmodal.experiments.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config, reuse_run
 from highmodal.fileio import atomic_write_text
 from highmodal.registry import Registry
 from highmodal.training.evaluation import aggregate
-from highmodal.training.run import suite_for, train_experiment
 
 
 @dataclasses.dataclass

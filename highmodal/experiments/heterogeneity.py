@@ -10,19 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from highmodal.bench.suite import SuiteConfig, cap_suite, load_suite_config
-from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.experiments.ablations import ABLATIONS, compare, pareto_variants
+from highmodal.experiments.ablations import write as write_study
+from highmodal.experiments.run import suite_for
+from highmodal.experiments.suite import SuiteConfig, cap_suite, load_suite_config
 from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.clustering import distance, groups, tree
-from highmodal.heterogeneity.compare import ABLATIONS, compare, pareto_variants
-from highmodal.heterogeneity.compare import write as write_study
 from highmodal.heterogeneity.completion import complete, holdout_error, sample_entries
 from highmodal.heterogeneity.config import HeterogeneityConfig
+from highmodal.heterogeneity.matrix_runs import Job, chance_loss, run_jobs, settings_for, unit_suite
 from highmodal.heterogeneity.plots import dendrogram_plot, heatmap, pareto_plot
-from highmodal.heterogeneity.transfer import Job, chance_loss, run_jobs, settings_for, unit_suite
 from highmodal.models.registry import create_model
-from highmodal.training.run import suite_for
+from highmodal.tasks import TaskSuite
 
 KINDS = {"unimodal": "k_unimodal", "crossmodal": "k_crossmodal"}
 

@@ -1,5 +1,5 @@
 """Real-data benchmark: ONE HighMMT multitask model vs one HighMMT model per task vs the strongest
-simple baseline per task (``bench/baselines.py``), plus any further multitask models the suite lists
+simple baseline per task (``experiments/baselines.py``), plus any further multitask models the suite lists
 (e.g. OmniVec2), all on the same splits, each test value with its 95% interval and the multitask
 model compared with the baseline by a paired bootstrap; writes ``results.md`` and ``results.json``."""
 
@@ -18,17 +18,17 @@ import numpy as np
 import torch
 
 from highmodal import __version__
-from highmodal.bench.baselines import join, strongest_simple
-from highmodal.bench.stats import interval, paired, wilson
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml, to_mapping
-from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
+from highmodal.experiments.baselines import join, strongest_simple
+from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.stats import interval, paired, sample_std, wilson
 from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.config import HeterogeneityConfig
+from highmodal.metrics import METRICS, metric_names, threshold_accuracy
+from highmodal.tasks import TaskData, TaskSuite
 from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import evaluate_suite
-from highmodal.training.metrics import METRICS, metric_names, threshold_accuracy
-from highmodal.training.run import suite_for, train_experiment
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -262,7 +262,7 @@ def run_suite(
             primary = metric_names(td.task)[0]
             scores["highmmt_single"].append(res[name]["metrics"][primary])
             scores["simple_best"].append(strongest_simple(part)["metrics"][primary])
-        cross[name] = {"folds": k, **{m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}
+        cross[name] = {"folds": k, **{m: {"mean": float(np.mean(v)), "std": sample_std(v), "values": v}
                                       for m, v in scores.items()}}
 
     rows = []
@@ -374,7 +374,7 @@ def render_markdown(report: dict) -> str:
         "",
         "Columns: (a) ONE HighMMT model trained on all tasks at once; (b) one HighMMT model per task, same "
         "preset and schedule; (c) the strongest simple baseline: every standard model of the panel in "
-        "`highmodal/bench/baselines.py` that applies to the task is fit on train, the best on validation "
+        "`highmodal/experiments/baselines.py` that applies to the task is fit on train, the best on validation "
         "is refit on train + validation (the winner is named under the table);" + described
         + " all on the same splits. Cells: test value of the task's primary metric (↑ higher is better, "
         "↓ lower) with its 95% interval (Wilson for accuracy, else a bootstrap over test rows). The chance "

@@ -26,17 +26,17 @@ import numpy as np
 import torch
 
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml
-from highmodal.data.task import SplitData, TaskData, TaskSuite
 from highmodal.errors import HighmodalError
+from highmodal.experiments.run import suite_for, train_experiment
 from highmodal.fileio import atomic_write_text
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers import create_tokenizer
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
+from highmodal.tasks import SplitData, TaskData, TaskSuite
 from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import format_table
-from highmodal.training.run import suite_for, train_experiment
 
 FAMILIES = {"xray": "image", "infrared": "image", "depth": "image", "imu": "time_series"}
 

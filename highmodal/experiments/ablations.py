@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from highmodal.config import ExperimentConfig
-from highmodal.data.task import TaskSuite
+from highmodal.experiments.run import train_experiment
+from highmodal.experiments.stats import sample_std
 from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.grouping import GROUPINGS, GroupingContext
+from highmodal.tasks import TaskSuite
 from highmodal.training.evaluation import aggregate
-from highmodal.training.run import train_experiment
 
 
 @dataclass
@@ -103,7 +104,7 @@ def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: 
             rows[v.name]["params"] = summary["params"]
             rows[v.name]["groups"] = grouping
     for row in rows.values():
-        row.update(mean=float(np.mean(row["skills"])), std=float(np.std(row["skills"])), seeds=len(row["skills"]))
+        row.update(mean=float(np.mean(row["skills"])), std=sample_std(row["skills"]), seeds=len(row["skills"]))
     return rows
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import highmodal
-from highmodal.bench.classical import features
 from highmodal.data import LoadContext, build_suite
+from highmodal.experiments.features import features
 
 MODELS = {"highmmt_multitask", "highmmt_single", "simple_best", "classical"}
 
@@ -142,7 +142,7 @@ def test_real_suite_quick(tmp_path, cli, data_root):
 
 
 def test_suite_yaml_without_a_suffix_is_read_as_given(tmp_path):
-    from highmodal.bench.suite import SUITES_DIR, load_suite_config
+    from highmodal.experiments.suite import SUITES_DIR, load_suite_config
 
     (tmp_path / "mysuite").write_text((SUITES_DIR / "demo.yaml").read_text())
     cfg, folder = load_suite_config(str(tmp_path / "mysuite"))
@@ -150,7 +150,7 @@ def test_suite_yaml_without_a_suffix_is_read_as_given(tmp_path):
 
 
 def test_folds_partition_every_row_and_refit_normalisation():
-    from highmodal.bench.suite import fold_task
+    from highmodal.experiments.suite import fold_task
 
     td = build_suite([{"name": "m", "source": "basic_motions"}], LoadContext(seed=0))["m"]
     total = sum(len(d) for d in td.splits.values())
