@@ -34,6 +34,13 @@ def register_model(name: str) -> Callable:
     return MODELS.register(name)
 
 
+def default_preset(name: str) -> str:
+    """The preset model ``name`` builds when none is given (its constructor's default)."""
+    import inspect
+
+    return inspect.signature(MODELS.get(name)).parameters["preset"].default
+
+
 def create_model(name: str, specs: Sequence[ModalitySpec], tasks: Sequence[Task], **cfg) -> nn.Module:
     """Build model ``name`` for the given modalities and tasks; ``cfg`` holds preset + overrides."""
     return MODELS.get(name)(specs=list(specs), tasks=list(tasks), **cfg)

@@ -108,7 +108,7 @@ class RunDir:
         from highmodal.training.resume import checkpoint_dir
 
         self.final = Path(path)
-        self.path = self.final.with_name(f".{self.final.name}.partial")
+        self.path = self.partial(self.final)
         if resume:
             if checkpoint_dir(self.path) is None:
                 raise HighmodalError(f"{self.final}: no interrupted run to resume ({self.path} has no checkpoint)")
@@ -123,6 +123,19 @@ class RunDir:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir()
+
+    @staticmethod
+    def partial(final: Path) -> Path:
+        """Where the run that will become ``final`` is built (and an interrupted one stays)."""
+        return final.with_name(f".{final.name}.partial")
+
+    @classmethod
+    def interrupted_config(cls, final: Path) -> Path:
+        """The ``config.yaml`` of the interrupted run that ``--resume final`` would continue."""
+        config = cls.partial(final) / "config.yaml"
+        if not config.is_file():
+            raise HighmodalError(f"{final}: no interrupted run to resume (expected {cls.partial(final)})")
+        return config
 
     def commit(self) -> Path:
         old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
