@@ -115,6 +115,17 @@ def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path,
     assert bad.returncode == 2 and "was trained with other settings (train differ)" in bad.stderr
 
 
+def test_report_goes_to_out_unless_docs_is_asked_for(demo_quick, tmp_path, cli):
+    """The report lands in --out; only --docs writes the project's docs/ (relative to the working folder)."""
+    out = demo_quick[0]
+    cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress",
+        cwd=tmp_path, check=True)
+    assert (out / "results.md").is_file() and not (tmp_path / "docs").exists()
+    cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress", "--docs",
+        cwd=tmp_path, check=True)
+    assert json.loads((tmp_path / "docs" / "results.json").read_text())["quick"]
+
+
 def test_unknown_suite(cli):
     proc = cli("suite", "--suite", "nosuch")
     assert proc.returncode == 2 and "unknown suite 'nosuch'" in proc.stderr
