@@ -5,6 +5,7 @@ model compared with the baseline by a paired bootstrap; writes ``results.md`` an
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -171,7 +172,10 @@ def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[
     seed), or None when ``run`` holds no finished run. A finished run of other settings is an error."""
     if not (run / "model.json").is_file() or not (run / "summary.json").is_file():
         return None
-    saved = read_yaml(run / "config.yaml")
+    saved = {k: v for k, v in read_yaml(run / "config.yaml").items() if k != "config_dir"}
+    # A setting added since, at its default, is the same setting; one since removed stays and differs.
+    with contextlib.suppress(HighmodalError):
+        saved = to_mapping(from_mapping(ExperimentConfig, saved, str(run / "config.yaml")))
     wanted = to_mapping(exp)
     differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
     if differ:

@@ -97,6 +97,11 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
 def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path, cli):
     out, _, first, _ = demo_quick
     stamp = (out / "multitask" / "model.safetensors").stat().st_mtime_ns
+    import yaml
+
+    saved = yaml.safe_load((out / "multitask" / "config.yaml").read_text())
+    assert saved["train"].pop("task_hold") == 0.0  # as a run from before the setting existed: its default holds
+    (out / "multitask" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     proc = cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress",
                check=True)
     again = json.loads((out / "results.json").read_text())
@@ -105,8 +110,6 @@ def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path,
     for a, b in zip(first["tasks"], again["tasks"], strict=True):
         assert a["models"] == b["models"]
     assert "Runs evaluated rather than trained again" in (out / "results.md").read_text()
-    import yaml
-
     other = yaml.safe_load((Path(highmodal.__file__).parent / "configs" / "demo.yaml").read_text())
     other["train"]["lr"] = 0.001
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
