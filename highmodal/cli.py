@@ -141,13 +141,12 @@ def _inference(args) -> dict | None:
 def cmd_predict(args) -> None:
     import io
 
-    from highmodal.fileio import atomic_write_text
+    from highmodal.fileio import atomic_write_text, refuse_to_replace
     from highmodal.training.checkpoint import load
     from highmodal.training.predict import predict_file, training_entry
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
+    refuse_to_replace(out, args.overwrite)
     subset = args.modalities.split(",") if args.modalities else None
     header, rows, runtime, diff = predict_file(
         load(args.run_dir, options=_inference(args)), args.task, Path(args.input), modalities=subset,

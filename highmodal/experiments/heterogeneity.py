@@ -15,7 +15,7 @@ from highmodal.experiments.ablations import ABLATIONS, compare, pareto_variants
 from highmodal.experiments.ablations import write as write_study
 from highmodal.experiments.run import suite_for
 from highmodal.experiments.suite import SuiteConfig, cap_suite, load_suite_config
-from highmodal.fileio import atomic_write_text
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.heterogeneity.clustering import distance, groups, tree
 from highmodal.heterogeneity.completion import complete, holdout_error, sample_entries
 from highmodal.heterogeneity.config import HeterogeneityConfig
@@ -164,8 +164,7 @@ def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False
     cfg, config_dir, hcfg = load_config(config, quick)
     if workers is not None:
         hcfg = dataclasses.replace(hcfg, workers=workers)
-    if out.exists() and not overwrite:
-        raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     suite = cap_suite(suite_for(cfg, config_dir, data_root), hcfg.max_train, hcfg.max_eval, cfg.seed)
     t0 = time.perf_counter()
     earlier = _read(reanalyse) if reanalyse is not None else None
@@ -221,8 +220,7 @@ def study(config: str, heterogeneity_dir: Path, out: Path, data_root: Path | Non
     """``which`` = "ablations" (Table 5) or "pareto" (k sweep); results in ``out/<which>.json/.md``."""
     cfg, config_dir, hcfg = load_config(config, quick)
     report = _read(heterogeneity_dir)
-    if out.exists() and not overwrite:
-        raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     variants = ABLATIONS if which == "ablations" else pareto_variants(report)
     if names:
         known = {v.name for v in variants}

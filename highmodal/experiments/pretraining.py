@@ -43,7 +43,7 @@ from highmodal.experiments.retrieval import retrieve
 from highmodal.experiments.run import suite_for, train_experiment
 from highmodal.experiments.stats import seed_summary
 from highmodal.experiments.suite import cap_suite, extra_experiment, load_suite_config, reuse_run
-from highmodal.fileio import atomic_write_text
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.models.masked import DecoderOptions, MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
 from highmodal.tasks import TaskSuite
@@ -247,8 +247,7 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
     for part in parts:
         if part not in TRANSFER_PARTS:
             raise HighmodalError(f"--parts: {part!r} is not one of {', '.join(TRANSFER_PARTS)}")
-    if out.exists() and not overwrite and not reuse:
-        raise HighmodalError(f"{out}: transfer output exists; pass --reuse to continue it or --overwrite to replace it")
+    refuse_to_replace(out, overwrite or reuse, resumable=True)
     stages = pretrained_stages(pretrained)
     exp, suite_dir, suite = pretraining_suite(cfg, config_path.parent, data_root, quick)
     if t.epochs:

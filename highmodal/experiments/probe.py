@@ -28,7 +28,7 @@ import torch
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml
 from highmodal.errors import HighmodalError
 from highmodal.experiments.run import suite_for, train_experiment
-from highmodal.fileio import atomic_write_text
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers import create_tokenizer
 from highmodal.models.base import MultitaskModel
@@ -131,8 +131,7 @@ def run_probe(run_dir: Path, config_path: Path, out: Path, data_root: Path | Non
     subsample and the random-init copy; the splits themselves follow the config's seed."""
     cfg = from_mapping(ProbeConfig, read_yaml(config_path), str(config_path))
     probe_seed = cfg.seed if seed is None else seed
-    if out.exists() and not overwrite:
-        raise HighmodalError(f"{out}: probe output exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     trained = load(run_dir)
     require_embeddings(trained)
     exp = ExperimentConfig(name=cfg.name, tasks=cfg.tasks, seed=cfg.seed)

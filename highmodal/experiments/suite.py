@@ -24,7 +24,7 @@ from highmodal.errors import HighmodalError
 from highmodal.experiments.baselines import join, strongest_simple
 from highmodal.experiments.run import suite_for, train_experiment
 from highmodal.experiments.stats import interval, paired, sample_std, wilson
-from highmodal.fileio import atomic_write_text
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.heterogeneity.config import HeterogeneityConfig
 from highmodal.metrics import METRICS, metric_names, threshold_accuracy
 from highmodal.tasks import TaskData, TaskSuite
@@ -200,8 +200,8 @@ def run_suite(
         cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
         cfg.train.epochs = cfg.quick.epochs
         cfg.model.preset = cfg.quick.preset
-    if out.exists() and not overwrite and reuse != out:
-        raise HighmodalError(f"{out}: suite output directory exists; pass --overwrite to replace it")
+    if reuse != out:
+        refuse_to_replace(out, overwrite)
     extras = {e.label: extra_experiment(cfg, e, quick, names) for e in cfg.models}  # bad settings fail before training
     t0 = time.perf_counter()
     suite = suite_for(cfg, config_dir, data_root)

@@ -22,7 +22,7 @@ from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.experiments.run import suite_for, train_experiment
 from highmodal.experiments.stats import seed_summary
 from highmodal.experiments.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config, reuse_run
-from highmodal.fileio import atomic_write_text
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.registry import Registry
 from highmodal.training.evaluation import aggregate
 
@@ -76,8 +76,7 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
     if s.model not in extras:
         raise HighmodalError(f"variants.model: {s.model!r} is not a label of the suite's models: "
                              f"{', '.join(extras) or 'none'}")
-    if out.exists() and not overwrite and not reuse:
-        raise HighmodalError(f"{out}: study output exists; pass --reuse to continue it or --overwrite to replace it")
+    refuse_to_replace(out, overwrite or reuse, resumable=True)
     names = {t["name"] for t in cfg.tasks}
     max_train, max_eval, n_seeds = s.max_train, s.max_eval, seeds or s.seeds
     if quick:

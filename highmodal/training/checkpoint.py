@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from highmodal import __version__
 from highmodal.errors import HighmodalError
-from highmodal.fileio import atomic_write_text, sha256_file
+from highmodal.fileio import atomic_write_text, refuse_to_replace, sha256_file
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
@@ -113,8 +113,7 @@ class RunDir:
             if checkpoint_dir(self.path) is None:
                 raise HighmodalError(f"{self.final}: no interrupted run to resume ({self.path} has no checkpoint)")
             return
-        if self.final.exists() and not overwrite:
-            raise HighmodalError(f"{self.final}: run directory already exists; pass --overwrite to replace it")
+        refuse_to_replace(self.final, overwrite)
         if self.final.exists() and not self.final.is_dir():
             raise HighmodalError(f"{self.final}: exists and is not a directory")
         if self.path.exists() and not overwrite:
