@@ -14,7 +14,7 @@ from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.experiments.ablations import ABLATIONS, compare, pareto_variants
 from highmodal.experiments.ablations import write as write_study
 from highmodal.experiments.run import suite_for
-from highmodal.experiments.suite import SuiteConfig, cap_suite, load_suite_config
+from highmodal.experiments.suite import SuiteConfig, apply_quick, cap_suite, load_suite_config
 from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.heterogeneity.clustering import distance, groups, tree
 from highmodal.heterogeneity.completion import complete, holdout_error, sample_entries
@@ -104,10 +104,7 @@ def load_config(config: str, quick: bool) -> tuple[SuiteConfig, Path, Heterogene
     cfg, config_dir = load_suite_config(config)
     hcfg = cfg.heterogeneity
     if quick:
-        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
-        cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
-        cfg.train.epochs = cfg.quick.epochs
-        cfg.model.preset = cfg.quick.preset
+        apply_quick(cfg)
         hcfg = dataclasses.replace(hcfg, epochs=cfg.quick.epochs, max_train=cfg.quick.max_train,
                                    max_eval=cfg.quick.max_eval, preset=cfg.quick.preset,
                                    finetune_epochs=cfg.quick.epochs, study_max_train=cfg.quick.max_train)

@@ -155,6 +155,15 @@ def _experiment(cfg: SuiteConfig, name: str, tasks: list[dict]) -> ExperimentCon
     return ExperimentConfig(**(fields | {"name": name, "tasks": tasks}))
 
 
+def apply_quick(cfg: SuiteConfig) -> None:
+    """``--quick`` on a suite config, in place, for every study: the quick tasks (default: the first
+    three), epochs and preset. Each study then caps its splits at ``cfg.quick.max_train/max_eval``."""
+    keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
+    cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
+    cfg.train.epochs = cfg.quick.epochs
+    cfg.model.preset = cfg.quick.preset
+
+
 def extra_experiment(cfg: SuiteConfig, extra: ExtraModel, quick: bool, names: set[str]) -> ExperimentConfig:
     """``names``: every task of the suite (quick mode trains a subset)."""
     for name in extra.task_options:
@@ -196,10 +205,7 @@ def run_suite(
     cfg, config_dir = load_suite_config(suite_name)
     names = {t.get("name") for t in cfg.tasks}
     if quick:
-        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
-        cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
-        cfg.train.epochs = cfg.quick.epochs
-        cfg.model.preset = cfg.quick.preset
+        apply_quick(cfg)
     if reuse != out:
         refuse_to_replace(out, overwrite)
     extras = {e.label: extra_experiment(cfg, e, quick, names) for e in cfg.models}  # bad settings fail before training

@@ -21,7 +21,14 @@ import numpy as np
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.experiments.run import suite_for, train_experiment
 from highmodal.experiments.stats import seed_summary
-from highmodal.experiments.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config, reuse_run
+from highmodal.experiments.suite import (
+    VariantStudyConfig,
+    apply_quick,
+    cap_suite,
+    extra_experiment,
+    load_suite_config,
+    reuse_run,
+)
 from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.registry import Registry
 from highmodal.training.evaluation import aggregate
@@ -80,9 +87,8 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
     names = {t["name"] for t in cfg.tasks}
     max_train, max_eval, n_seeds = s.max_train, s.max_eval, seeds or s.seeds
     if quick:
-        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
-        cfg.tasks = [t for t in cfg.tasks if t["name"] in keep]
-        cfg.train.epochs, max_train, max_eval, n_seeds = cfg.quick.epochs, cfg.quick.max_train, cfg.quick.max_eval, 1
+        apply_quick(cfg)
+        max_train, max_eval, n_seeds = cfg.quick.max_train, cfg.quick.max_eval, 1
     elif s.epochs:
         cfg.train.epochs = s.epochs
     base = extras[s.model]
