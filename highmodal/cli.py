@@ -34,14 +34,16 @@ def _report(results: dict, split: str, run_dir: Path, json_path: Path | None, ex
 
 
 def _train(config_path: Path, cfg, args) -> None:
+    from highmodal.experiments.run import train_experiment
     from highmodal.training.distributed import is_main
-    from highmodal.training.run import train_experiment
 
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
     if getattr(args, "model", None) and args.model != cfg.model.name:
         # Another architecture: the config's preset and options belong to the old one.
         cfg.model.name, cfg.model.options = args.model, {}
+        from highmodal.models.registry import default_preset
+
         cfg.model.preset = args.preset or default_preset(args.model)
     elif getattr(args, "preset", None):
         cfg.model.preset = args.preset
@@ -59,14 +61,6 @@ def _train(config_path: Path, cfg, args) -> None:
     print(f"reproduce: highmodal evaluate {run_dir} --split test")
 
 
-def default_preset(model: str) -> str:
-    import inspect
-
-    from highmodal.models.registry import MODELS
-
-    return inspect.signature(MODELS.get(model)).parameters["preset"].default
-
-
 def cmd_demo(args) -> None:
     from highmodal.config import ExperimentConfig, from_mapping, read_yaml
 
@@ -79,11 +73,10 @@ def cmd_train(args) -> None:
     from highmodal.config import load_experiment
 
     if args.resume:
+        from highmodal.training.checkpoint import RunDir
+
         run_dir = Path(args.resume)
-        partial = run_dir.with_name(f".{run_dir.name}.partial")
-        if not (partial / "config.yaml").is_file():
-            raise HighmodalError(f"{run_dir}: no interrupted run to resume (expected {partial})")
-        cfg, config_dir = _run_config(partial)
+        cfg, config_dir = _run_config(RunDir.interrupted_config(run_dir).parent)
         args.out, args.overwrite = str(run_dir), False
         _train(config_dir / "config.yaml", cfg, args)
         return
@@ -92,22 +85,10 @@ def cmd_train(args) -> None:
     path = Path(args.config)
     cfg = load_experiment(path)
     if args.groups:
+        from highmodal.heterogeneity.grouping import read_groups
+
         cfg.model.options.update(read_groups(Path(args.groups)))
     _train(path, cfg, args)
-
-
-def read_groups(path: Path) -> dict:
-    """The ``unimodal_groups`` / ``crossmodal_groups`` of a groups JSON (as ``heterogeneity`` writes)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HighmodalError(f"{path}: groups file not found") from None
-    except json.JSONDecodeError as e:
-        raise HighmodalError(f"{path}: not valid JSON ({e})") from None
-    keys = ("unimodal_groups", "crossmodal_groups")
-    if not isinstance(data, dict) or not any(k in data for k in keys):
-        raise HighmodalError(f"{path}: expected a JSON object with {' and/or '.join(keys)}")
-    return {k: data[k] for k in keys if k in data}
 
 
 def _run_config(run_dir: Path):
@@ -119,9 +100,9 @@ def _run_config(run_dir: Path):
 
 
 def cmd_evaluate(args) -> None:
+    from highmodal.experiments.run import suite_for
     from highmodal.training.checkpoint import load
     from highmodal.training.evaluation import evaluate_suite
-    from highmodal.training.run import suite_for
 
     run_dir = Path(args.run_dir)
     model = load(run_dir, options=_inference(args))
@@ -142,7 +123,7 @@ def cmd_evaluate(args) -> None:
                          f"{'-' + args.inference if args.inference else ''}.json")
     extra = None
     if args.baseline:
-        from highmodal.bench.baselines import against_simple, format_against_simple
+        from highmodal.experiments.baselines import against_simple, format_against_simple
 
         extra = {"against_simple": against_simple(suite, results, cfg.seed)}
         for r in results.values():
@@ -160,13 +141,12 @@ def _inference(args) -> dict | None:
 def cmd_predict(args) -> None:
     import io
 
-    from highmodal.fileio import atomic_write_text
+    from highmodal.fileio import atomic_write_text, refuse_to_replace
     from highmodal.training.checkpoint import load
     from highmodal.training.predict import predict_file, training_entry
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
+    refuse_to_replace(out, args.overwrite)
     subset = args.modalities.split(",") if args.modalities else None
     header, rows, runtime, diff = predict_file(
         load(args.run_dir, options=_inference(args)), args.task, Path(args.input), modalities=subset,
@@ -181,11 +161,11 @@ def cmd_predict(args) -> None:
 
 
 def cmd_suite(args) -> None:
-    from highmodal.bench.suite import run_suite
+    from highmodal.experiments.suite import run_suite
 
     tag = f"{Path(args.suite).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"suite-{tag}"
-    report = Path(args.report_dir) if args.report_dir else (out if args.quick else Path("docs"))
+    report = Path(args.report_dir) if args.report_dir else Path("docs") if args.docs else out
     command = "highmodal " + " ".join(args.argv)
     result = run_suite(args.suite, out, report, _data(args), args.quick, args.overwrite, not args.no_progress,
                        command, reuse=Path(args.reuse) if args.reuse else None)
@@ -197,7 +177,7 @@ def cmd_suite(args) -> None:
 
 
 def cmd_heterogeneity(args) -> None:
-    from highmodal.heterogeneity.run import quantify
+    from highmodal.experiments.heterogeneity import quantify
 
     tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"heterogeneity-{tag}"
@@ -218,21 +198,21 @@ def cmd_heterogeneity(args) -> None:
 
 
 def cmd_study(args) -> None:
-    from highmodal.heterogeneity.run import study
+    from highmodal.experiments.heterogeneity import study
 
     tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{tag}"
     rows = study(args.config, Path(args.heterogeneity), out, _data(args), args.command, args.quick, args.seeds,
                  args.variants.split(",") if args.variants else None, args.overwrite, not args.no_progress,
                  "highmodal " + " ".join(args.argv))
-    from highmodal.heterogeneity.compare import markdown
+    from highmodal.experiments.ablations import markdown
 
     print(markdown(rows))
     print(f"wrote {out / (args.command + '.json')}")
 
 
 def cmd_variants(args) -> None:
-    from highmodal.bench.variants import markdown, run_study
+    from highmodal.experiments.variants import markdown, run_study
 
     tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else Path("runs") / f"variants-{args.study}-{tag}"
@@ -244,7 +224,7 @@ def cmd_variants(args) -> None:
 
 
 def cmd_probe(args) -> None:
-    from highmodal.training.probe import run_probe
+    from highmodal.experiments.probe import run_probe
 
     run_dir = Path(args.run_dir)
     config = Path(args.config)
@@ -320,7 +300,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from highmodal.training.pretrain import load_pretrain_config, pretrain
+    from highmodal.experiments.pretraining import load_pretrain_config, pretrain
 
     config = Path(args.config)
     cfg = load_pretrain_config(config, args.quick)
@@ -332,7 +312,7 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_transfer(args) -> None:
-    from highmodal.bench.transfer import markdown, run_transfer
+    from highmodal.experiments.pretraining import markdown, run_transfer
 
     config = Path(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"transfer-{config.stem}{'-quick' if args.quick else ''}"
@@ -391,17 +371,37 @@ def cmd_config(args) -> None:
     print("\n".join(lines))
 
 
+# The commands that share a flag (build_parser declares each flag once, as an argparse parent).
+DATA_COMMANDS = {"demo", "train", "evaluate", "suite", "heterogeneity", "ablations", "pareto", "variants", "probe",
+                 "pretrain", "transfer", "datasets"}
+PROGRESS_COMMANDS = {"demo", "train", "suite", "heterogeneity", "ablations", "pareto", "variants", "probe",
+                     "pretrain", "transfer"}
+OVERWRITE_COMMANDS = PROGRESS_COMMANDS | {"predict", "export", "scaling"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="highmodal", description="Train one model across many modalities and tasks.")
     p.add_argument("--version", action="version", version=f"highmodal {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp, data=True):
-        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        if data:
-            sp.add_argument("--data-root", help="folder of shared datasets (default: $HIGHMODAL_DATA)")
-        return sp
+    def flag(*names: str, **kwargs) -> argparse.ArgumentParser:
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument(*names, **kwargs)
+        return parent
+
+    debug = flag("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    shared = {
+        flag("--data-root", help="folder of shared datasets (default: $HIGHMODAL_DATA)"): DATA_COMMANDS,
+        flag("--overwrite", action="store_true", help="replace an existing output (run directory, folder or "
+             "file); without it nothing on disk is replaced"): OVERWRITE_COMMANDS,
+        flag("--no-progress", action="store_true", help="hide the progress bar"): PROGRESS_COMMANDS,
+    }
+
+    def command(subparsers, name: str, text: str) -> argparse.ArgumentParser:
+        """A subcommand with the flags it shares with others (argparse parents, each declared once above)."""
+        return subparsers.add_parser(name, help=text,
+                                     parents=[debug, *(parent for parent, users in shared.items() if name in users)])
 
     def inference(sp):
         sp.add_argument("--inference", choices=["single", "self", "fused"],
@@ -409,22 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def training(sp):
         sp.add_argument("--out", help="run directory (default: runs/<name>)")
-        sp.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
         sp.add_argument("--epochs", type=int, help="override train.epochs")
-        sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         sp.add_argument("--model", help="architecture to train instead of the config's (highmmt, omnivec2)")
         sp.add_argument("--preset", help="model preset (default: the config's, or the --model's default)")
         sp.add_argument("--balance", help="task balancing: equal, dwa or uncertainty (train.balance)")
 
-    training(common(sub.add_parser("demo", help="train + evaluate HighMMT on the embedded demo suite")))
-    sp = common(sub.add_parser("train", help="train a model from a YAML config"))
+    training(command(sub, "demo", "train + evaluate HighMMT on the embedded demo suite"))
+    sp = command(sub, "train", "train a model from a YAML config")
     sp.add_argument("--config", help="experiment YAML")
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     sp.add_argument("--init", metavar="RUN_DIR", help="start from a trained run's weights (fine-tuning)")
     sp.add_argument("--groups", metavar="JSON", help="parameter groups (from `highmodal heterogeneity`): one "
                     "encoder / crossmodal copy per group, each initialised from --init's shared one")
     training(sp)
-    sp = common(sub.add_parser("evaluate", help="evaluate a run directory on a split"))
+    sp = command(sub, "evaluate", "evaluate a run directory on a split")
     sp.add_argument("run_dir")
     sp.add_argument("--split", default="test", choices=["train", "val", "test"])
     sp.add_argument("--json", help="where to write the metrics JSON (default: RUN_DIR/eval_<split>.json)")
@@ -432,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--baseline", action="store_true", help="also fit the strongest simple baseline per task "
                     "(chosen on validation) and compare on the same test rows, paired, with 95%% intervals")
     inference(sp)
-    sp = common(sub.add_parser("predict", help="predict one task on new inputs (an .npz named by modality, "
-                                                 "or a file in the task's training format)"), data=False)
+    sp = command(sub, "predict", "predict one task on new inputs (an .npz named by modality, "
+                                                 "or a file in the task's training format)")
     sp.add_argument("run_dir")
     sp.add_argument("--task", required=True)
     sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model), or "
@@ -444,19 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "onnx (each checked against eager fp32 on the first batch, within its tolerance) or auto, the "
                     "fastest that passes (default: eager)")
     inference(sp)
-    sp.add_argument("--overwrite", action="store_true")
-    sp = common(sub.add_parser("suite", help="benchmark: one multitask model vs per-task models vs the strongest "
-                               "simple baseline"))
+    sp = command(sub, "suite", "benchmark: one multitask model vs per-task models vs the strongest "
+                               "simple baseline")
     sp.add_argument("--suite", required=True, help="packaged suite name (demo, real) or a suite YAML")
     sp.add_argument("--quick", action="store_true", help="few tasks, epochs and samples: a smoke test")
     sp.add_argument("--out", help="where the runs go (default: runs/suite-<name>)")
-    sp.add_argument("--report-dir", help="where results.md/.json go (default: docs/, or --out when --quick)")
+    sp.add_argument("--report-dir", help="where results.md/.json go (default: --out)")
+    sp.add_argument("--docs", action="store_true", help="write results.md/.json into ./docs, the project's "
+                    "published results, instead of --out")
     sp.add_argument("--reuse", metavar="DIR", help="evaluate finished HighMMT runs (a), (b) of an earlier suite "
                     "output with the same settings instead of training them again")
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--no-progress", action="store_true")
-    sp = common(sub.add_parser("heterogeneity", help="measure, complete and cluster modality and interaction "
-                                                     "heterogeneity (HighMMT) into parameter groups"))
+    sp = command(sub, "heterogeneity", "measure, complete and cluster modality and interaction "
+                                                     "heterogeneity (HighMMT) into parameter groups")
     sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
     sp.add_argument("--out", help="output folder (default: runs/heterogeneity-<name>)")
     sp.add_argument("--full", action="store_true", help="measure every entry (O(M^2) runs) instead of an O(M) sample")
@@ -466,22 +463,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "folder: redo normalisation, completion and clustering with the current settings, no training")
     sp.add_argument("--param-budget", type=int, help="choose the group counts: the most groups whose model has "
                     "at most this many parameters (default: heterogeneity.k_unimodal / k_crossmodal)")
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--no-progress", action="store_true")
     for name, text in (("ablations", "grouped fine-tuning ablations (share none/unimodal/crossmodal/all, random and "
                                       "feature-difference groups, no embeddings, no pre-training) over seeds"),
                        ("pareto", "performance vs parameters over the number of heterogeneity-aware groups")):
-        sp = common(sub.add_parser(name, help=text))
+        sp = sub.add_parser(name, help=text)
         sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
         sp.add_argument("--heterogeneity", required=True, metavar="DIR", help="output of `highmodal heterogeneity`")
         sp.add_argument("--out", help=f"output folder (default: runs/{name}-<name>)")
         sp.add_argument("--seeds", type=int, help="seeds per variant (default: heterogeneity.seeds)")
         sp.add_argument("--variants", help="comma-separated subset of the variants")
         sp.add_argument("--quick", action="store_true", help="the suite's quick settings: a smoke test")
-        sp.add_argument("--overwrite", action="store_true")
-        sp.add_argument("--no-progress", action="store_true")
-    sp = common(sub.add_parser("variants", help="architecture/training ablations of a suite's extra model over seeds "
-                                                "(omnivec2: the paper's Table 12 and its training choices)"))
+    sp = command(sub, "variants", "architecture/training ablations of a suite's extra model over seeds "
+                                                "(omnivec2: the paper's Table 12 and its training choices)")
     sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
     sp.add_argument("--study", default="omnivec2", help="which study (default: omnivec2)")
     sp.add_argument("--out", help="output folder (default: runs/variants-<study>-<name>)")
@@ -490,51 +483,41 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="the suite's quick settings and one seed: a smoke test")
     sp.add_argument("--reuse", action="store_true", help="evaluate runs already finished in --out instead of "
                     "training them again")
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--no-progress", action="store_true")
-    sp = common(sub.add_parser("probe", help="two FC layers on a trained model's frozen embeddings, for new tasks"))
+    sp = command(sub, "probe", "two FC layers on a trained model's frozen embeddings, for new tasks")
     sp.add_argument("run_dir")
     sp.add_argument("--config", required=True, help="YAML with name, tasks (as in a train config), probe settings")
     sp.add_argument("--out", help="output folder (default: runs/probe-<config name>)")
     sp.add_argument("--no-baseline", action="store_true", help="skip the probe on a randomly initialised copy")
     sp.add_argument("--seed", type=int, help="probe and random-init seed (default: the config's seed)")
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--no-progress", action="store_true")
-    sp = common(sub.add_parser("export", help="each task's inference graph as an ONNX or TorchScript file, "
-                                              "checked against the model"), data=False)
+    sp = command(sub, "export", "each task's inference graph as an ONNX or TorchScript file, "
+                                              "checked against the model")
     sp.add_argument("run_dir")
     sp.add_argument("--format", required=True, help="onnx (needs onnx, onnxscript, onnxruntime: pip install "
                     "'highmodal[export]') or torchscript")
     sp.add_argument("--task", action="append", help="a task to export (repeat for several; default: every task)")
     sp.add_argument("--out", help="output folder (default: RUN_DIR/export)")
-    sp.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
-    sp = common(sub.add_parser("pretrain", help="OmniVec2 masked pretraining: stage 1 per modality, stage 2 on "
-                                                "paired modalities through the fused path"))
+    sp = command(sub, "pretrain", "OmniVec2 masked pretraining: stage 1 per modality, stage 2 on "
+                                                "paired modalities through the fused path")
     sp.add_argument("--config", required=True, help="pretraining YAML (suite, model label, stages, masking)")
     sp.add_argument("--out", help="run directory (default: runs/pretrain-<config name>)")
     sp.add_argument("--quick", action="store_true", help="the config's quick settings: a smoke test")
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--no-progress", action="store_true")
-    sp = common(sub.add_parser("transfer", help="fine-tuning from scratch vs from pretrained stages over seeds, "
-                                                "few-shot probes and cross-modal retrieval"))
+    sp = command(sub, "transfer", "fine-tuning from scratch vs from pretrained stages over seeds, "
+                                                "few-shot probes and cross-modal retrieval")
     sp.add_argument("--config", required=True, help="the pretraining YAML (its transfer: section)")
     sp.add_argument("--pretrained", required=True, metavar="RUN", help="a `highmodal pretrain` run directory")
     sp.add_argument("--out", help="output folder (default: runs/transfer-<config name>)")
     sp.add_argument("--quick", action="store_true", help="the config's quick settings and one seed: a smoke test")
     sp.add_argument("--reuse", action="store_true", help="evaluate fine-tuning runs already finished in --out")
     sp.add_argument("--parts", help="comma-separated subset of finetune,fewshot,retrieval (default: transfer.parts)")
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--no-progress", action="store_true")
-    sp = common(sub.add_parser("config", help="every config key with its type and default, read from the code"),
-                data=False)
+    sp = command(sub, "config", "every config key with its type and default, read from the code")
     sp.add_argument("--reference", action="store_true", help="print the reference (the default and only view)")
     sp.add_argument("--source", help="only these data sources' task keys (comma-separated), e.g. ts,tu,npz")
-    bench = sub.add_parser("bench", help="benchmarks against the original implementations").add_subparsers(
+    bench = command(sub, "bench", "benchmarks against the original implementations").add_subparsers(
         dest="bench_command", required=True)
-    sp = common(bench.add_parser("speed", help="train/inference samples per second, model FLOPs, peak memory and "
+    sp = command(bench, "speed", "train/inference samples per second, model FLOPs, peak memory and "
                                  "parameters of a model and of its original implementation on one workload: one "
                                  "JSON line per model, then their ratios (a model with no original code: its "
-                                 "tokens/s and MFU)"), data=False)
+                                 "tokens/s and MFU)")
     sp.add_argument("--model", default="highmmt", help="model to measure: highmmt or omnivec2 (default: highmmt)")
     sp.add_argument("--workload", help="input shapes and tasks (default: the model's, highmmt-4task or "
                     "omnivec2-pair)")
@@ -556,9 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "compile, compile-bf16, onnx), each with its max difference from fp32 eager; the best sets "
                     "infer_ratio. Default auto: those `predict --runtime auto` chooses among (bf16, onnx where "
                     "they run); none: eager only")
-    sp = common(bench.add_parser("contention", help="samples/s of the speed workload alone and beside K busy "
+    sp = command(bench, "contention", "samples/s of the speed workload alone and beside K busy "
                                  "processes, per OpenMP wait policy (each measured in a fresh process): one JSON "
-                                 "line per policy"), data=False)
+                                 "line per policy")
     sp.add_argument("--model", default="highmmt", help="model to measure (default: highmmt)")
     sp.add_argument("--contend", type=int, default=1, help="busy single-threaded processes beside it (default: 1)")
     sp.add_argument("--policies", default="torch,highmodal", help="comma-separated: torch (OpenMP's default, "
@@ -569,11 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch intra-op threads (default: the CPUs available)")
     sp.add_argument("--json", help="also write the report to this file")
     sp.set_defaults(func=cmd_bench_contention)
-    sp = common(bench.add_parser("scaling", help="HighMMT epoch time vs number of tasks, sequence length and batch "
+    sp = command(bench, "scaling", "HighMMT epoch time vs number of tasks, sequence length and batch "
                                  "size on the speed workload: one JSON line per point, then scaling.json and one "
-                                 "PNG per curve in --out"), data=False)
+                                 "PNG per curve in --out")
     sp.add_argument("--out", help="output folder (default: runs/bench-scaling)")
-    sp.add_argument("--overwrite", action="store_true", help="replace an earlier scaling output in --out")
     sp.add_argument("--curves", default="tasks,length,batch", help="comma-separated curves to measure "
                     "(default: tasks,length,batch)")
     sp.add_argument("--tasks", default="1,2,3,4", help="task counts of the tasks curve (default: 1,2,3,4)")
@@ -589,9 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reference", action="store_true", help="also time the original implementation at every "
                     "point (needs perceiver-multi-modality-pytorch; about 4x longer)")
     sp.set_defaults(func=cmd_bench_scaling)
-    sp = common(bench.add_parser("gpu", help="every GPU figure of docs/performance.md in one run: HighMMT against "
+    sp = command(bench, "gpu", "every GPU figure of docs/performance.md in one run: HighMMT against "
                                  "the original code (fp32, bf16, compile), OmniVec2-base MFU, torchrun training on "
-                                 "the GPU"), data=False)
+                                 "the GPU")
     sp.add_argument("--out", default="runs/bench-gpu", help="where gpu.json and the training runs go "
                     "(default: runs/bench-gpu)")
     sp.add_argument("--doc", help="a markdown file whose gpu-figures markers get the tables (docs/performance.md)")
@@ -599,9 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="cuda", help="cuda, or cpu for a dry run of the script (default: cuda)")
     sp.add_argument("--timeout", type=int, default=900, help="seconds allowed to each measurement (default: 900)")
     sp.set_defaults(func=cmd_bench_gpu)
-    sp = sub.add_parser("modalities", help="each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")
+    sp = command(sub, "modalities", "each modality kind with its HighMMT standardizer and OmniVec2 tokenizer")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    common(sub.add_parser("datasets", help="list data sources and whether their data is present"))
+    command(sub, "datasets", "list data sources and whether their data is present")
     p.set_defaults(func=None)
     for name, fn in {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                      "suite": cmd_suite, "heterogeneity": cmd_heterogeneity, "ablations": cmd_study,

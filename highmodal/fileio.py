@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from highmodal.errors import HighmodalError
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -23,3 +25,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def refuse_to_replace(path: Path, overwrite: bool, resumable: bool = False) -> None:
+    """Every command's one check before it writes an output (run directory, folder or file): an
+    existing one is replaced only with ``--overwrite`` (or continued with ``--reuse`` where
+    ``resumable``), so nothing on disk is lost by accident."""
+    if path.exists() and not overwrite:
+        how = "--reuse to continue it or --overwrite" if resumable else "--overwrite"
+        raise HighmodalError(f"{path}: already exists; pass {how} to replace it")

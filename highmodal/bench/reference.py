@@ -35,10 +35,10 @@ from perceiver_pytorch.perceiver_pytorch import Attention, FeedForward, PreNorm,
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.highmmt import HighMMTConfig
+from highmodal.tasks import Task
 
 PACKAGE = "perceiver-multi-modality-pytorch"
 

@@ -49,7 +49,7 @@ from highmodal.bench.speed import (
     synthetic_batches,
 )
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.fileio import atomic_write_text
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 
 CURVES = ("tasks", "length", "batch")
 # The workload's 50-step sequence modalities (MOSEI's and UR-FUNNY's video, audio and GloVe text).
@@ -254,8 +254,7 @@ def check_out(out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise HighmodalError(f"{out}: exists and is not a directory; --out needs a folder")
-    if not overwrite:
-        raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     if not (out / RESULT_FILE).is_file():
         raise HighmodalError(f"{out}: is not a scaling output (no {RESULT_FILE}); refusing to replace it with "
                              "--overwrite, pick another --out")

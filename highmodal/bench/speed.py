@@ -44,7 +44,6 @@ from torch import nn
 from highmodal import __version__
 from highmodal.bench import flops
 from highmodal.config import AMP
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.samples import random_values
 from highmodal.modalities.spec import ModalitySpec
@@ -52,6 +51,7 @@ from highmodal.models.base import MultitaskModel, Piece, piece_loss
 from highmodal.models.highmmt import resolve_config
 from highmodal.models.registry import MODELS, create_model
 from highmodal.registry import Registry
+from highmodal.tasks import Task
 from highmodal.training import engines
 from highmodal.training.engines import ENGINES
 from highmodal.training.precision import autocast

@@ -6,6 +6,6 @@ from highmodal.data import manifest as manifest
 from highmodal.data import packaged as packaged
 from highmodal.data import real as real
 from highmodal.data.loaders import LOADERS, LoadContext, build_suite
-from highmodal.data.task import SplitData, Task, TaskData, TaskSuite
+from highmodal.tasks import SplitData, Task, TaskData, TaskSuite
 
 __all__ = ["LOADERS", "LoadContext", "SplitData", "Task", "TaskData", "TaskSuite", "build_suite"]

@@ -32,9 +32,9 @@ from highmodal.data.loaders import (
     spec,
 )
 from highmodal.data.real.graphs import GraphOptions, build_tu_graphs, graph_task
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import KINDS
+from highmodal.tasks import SplitData, TaskData
 
 SERIES_KINDS = ("time_series", "imu", "audio")
 TU_EXTRAS = ("node_labels", "edge_labels", "node_attributes")

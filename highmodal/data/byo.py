@@ -31,9 +31,9 @@ from highmodal.data.loaders import (
     spec,
 )
 from highmodal.data.splits import carve
-from highmodal.data.task import SPLITS, TARGETS, SplitData, TaskData
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import KINDS
+from highmodal.tasks import SPLITS, TARGETS, SplitData, TaskData
 
 NORMALIZE = ("channel", "element", "none")
 

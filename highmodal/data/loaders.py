@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from highmodal.config import from_mapping
-from highmodal.data.task import Task, TaskData, TaskSuite
 from highmodal.errors import HighmodalError
+from highmodal.metrics import metric_names
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.registry import Registry
-from highmodal.training.metrics import metric_names
+from highmodal.tasks import Task, TaskData, TaskSuite
 
 
 @dataclass

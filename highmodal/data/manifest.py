@@ -42,10 +42,10 @@ from highmodal.data.loaders import (
     register_loader,
     spec,
 )
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import KINDS, ModalitySpec
 from highmodal.registry import Registry
+from highmodal.tasks import SplitData, TaskData
 
 IMAGE_KINDS = ("image", "xray", "infrared", "depth")
 SEQUENCE_KINDS = ("time_series", "imu", "video", "audio")

@@ -22,7 +22,7 @@ from highmodal.data.loaders import (
     spec,
 )
 from highmodal.data.splits import three_way
-from highmodal.data.task import SplitData, TaskData
+from highmodal.tasks import SplitData, TaskData
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from highmodal.data.task import SplitData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData
 
 
 def carve(data: SplitData, frac: float, seed: int, stratify: bool, name: str = "split fraction"

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from highmodal.data.task import TaskSuite
 from highmodal.heterogeneity.clustering import groups
 from highmodal.models.base import MultitaskModel
 from highmodal.models.groups import crossmodal_units, unimodal_units
 from highmodal.registry import Registry
+from highmodal.tasks import TaskSuite
 from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import load
 
@@ -126,3 +126,21 @@ def feature_groups(ctx: GroupingContext) -> Grouping:
         d = ((x[:, None] - x[None]) ** 2).sum(-1)
         out[field] = dict(zip(names, groups(d, ctx.k[kind]), strict=True))
     return out
+
+
+def read_groups(path: Path) -> dict:
+    """The ``unimodal_groups`` / ``crossmodal_groups`` of a groups JSON (as ``highmodal heterogeneity`` writes)."""
+    import json
+
+    from highmodal.errors import HighmodalError
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HighmodalError(f"{path}: groups file not found") from None
+    except json.JSONDecodeError as e:
+        raise HighmodalError(f"{path}: not valid JSON ({e})") from None
+    keys = ("unimodal_groups", "crossmodal_groups")
+    if not isinstance(data, dict) or not any(k in data for k in keys):
+        raise HighmodalError(f"{path}: expected a JSON object with {' and/or '.join(keys)}")
+    return {k: data[k] for k in keys if k in data}

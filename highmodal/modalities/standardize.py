@@ -10,13 +10,13 @@ encoder's first linear maps absorb, so the model family is the same.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
+from highmodal.nn.factored import StandardInput
 from highmodal.nn.fourier import fourier_encode, grid_positions
 
 SUMMARY = ("data ⊕ one-hot modality code ⊕ Fourier position features, zero-padded to the suite's common width "
@@ -107,28 +107,3 @@ class Standardizer(nn.Module):
                     f"modality {name!r}: mask covers {mask.shape[1]} positions, data has {data.shape[1]}"
                 )
         return StandardInput(data, rest, mask)
-
-
-@dataclass(frozen=True)
-class StandardInput:
-    """One modality's standardized tokens in factored form: ``cat([data, rest])`` per position, with
-    masked positions all zero. Only ``data`` (``(B, L, c)``) varies between samples; ``rest``
-    (``(L, d_all - c)``: code, positions, pad) is shared, which lets the encoder's first projection
-    skip most of the ``d_all`` channels (``nn/factored.py``). ``mask``: ``(B, L)`` or None."""
-
-    data: torch.Tensor
-    rest: torch.Tensor
-    mask: torch.Tensor | None
-
-    @property
-    def batch(self) -> int:
-        return self.data.shape[0]
-
-    @property
-    def length(self) -> int:
-        return self.data.shape[1]
-
-    def tokens(self) -> torch.Tensor:
-        """The materialised ``(B, L, d_all)`` tokens."""
-        tokens = torch.cat([self.data, self.rest.expand(self.batch, -1, -1)], dim=-1)
-        return tokens if self.mask is None else tokens * self.mask.unsqueeze(-1)

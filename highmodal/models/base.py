@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.tasks import Task
 
 
 @dataclass

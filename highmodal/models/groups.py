@@ -14,8 +14,8 @@ from itertools import combinations
 
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.tasks import Task
 
 
 def unimodal_units(tasks: Sequence[Task]) -> list[str]:

@@ -9,17 +9,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.modalities.standardize import StandardInput, Standardizer
+from highmodal.modalities.standardize import Standardizer
 from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.groups import check_groups, crossmodal_units, unimodal_units
 from highmodal.models.registry import register_model, resolve_preset
 from highmodal.nn.aligned import AlignedComparison
 from highmodal.nn.crossmodal import CrossmodalTransformer, ordered_pairs
+from highmodal.nn.factored import StandardInput
 from highmodal.nn.heads import LinearHead
 from highmodal.nn.perceiver import PerceiverEncoder
+from highmodal.tasks import Task
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,7 @@ from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers.base import Tokenizer, Tokens
 from highmodal.models.omnivec2 import OmniVec2
-from highmodal.nn.transformer import Transformer
-from highmodal.registry import Registry
-from highmodal.training.masking import (
+from highmodal.nn.masking import (
     RECONSTRUCTION,
     first_true,
     gather_tokens,
@@ -56,6 +54,8 @@ from highmodal.training.masking import (
     random_real_tokens,
     real_tokens,
 )
+from highmodal.nn.transformer import Transformer
+from highmodal.registry import Registry
 
 
 @dataclasses.dataclass

@@ -37,7 +37,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers import create_tokenizer
@@ -45,6 +44,7 @@ from highmodal.modalities.unified import UnifiedTokenizer
 from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.registry import register_model, resolve_preset
 from highmodal.nn.transformer import Block, Transformer, masked_max, masked_mean
+from highmodal.tasks import Task
 
 CHOICES = {"tokenizer": ("modality", "unified"), "head": ("task", "unified"), "inference": ("single", "self", "fused"),
            "pool": ("max", "mean")}

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import register_model
+from highmodal.tasks import Task
 
 
 class Probe(MultitaskModel):

@@ -8,10 +8,10 @@ from typing import TypeVar
 
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.registry import Registry
+from highmodal.tasks import Task
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 C = TypeVar("C")
@@ -32,6 +32,13 @@ def resolve_preset(presets: dict[str, C], preset: str, overrides: dict, label: s
 
 def register_model(name: str) -> Callable:
     return MODELS.register(name)
+
+
+def default_preset(name: str) -> str:
+    """The preset model ``name`` builds when none is given (its constructor's default)."""
+    import inspect
+
+    return inspect.signature(MODELS.get(name)).parameters["preset"].default
 
 
 def create_model(name: str, specs: Sequence[ModalitySpec], tasks: Sequence[Task], **cfg) -> nn.Module:

@@ -16,6 +16,8 @@ block), so the result equals ``F.linear(layer_norm(cat(data, rest)), W)`` to flo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -34,3 +36,28 @@ def norm_linear(norm: nn.LayerNorm, weight: torch.Tensor, data: torch.Tensor, re
     mean = mean.unsqueeze(-1)
     projected = data @ w[:, :c].T + rest @ w[:, c:].T - mean * w.sum(1)
     return inv * projected + weight @ norm.bias
+
+
+@dataclass(frozen=True)
+class StandardInput:
+    """One modality's standardized tokens in factored form: ``cat([data, rest])`` per position, with
+    masked positions all zero. Only ``data`` (``(B, L, c)``) varies between samples; ``rest``
+    (``(L, d_all - c)``: code, positions, pad) is shared, which lets the encoder's first projection
+    skip most of the ``d_all`` channels (:func:`norm_linear`). ``mask``: ``(B, L)`` or None."""
+
+    data: torch.Tensor
+    rest: torch.Tensor
+    mask: torch.Tensor | None
+
+    @property
+    def batch(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.data.shape[1]
+
+    def tokens(self) -> torch.Tensor:
+        """The materialised ``(B, L, d_all)`` tokens."""
+        tokens = torch.cat([self.data, self.rest.expand(self.batch, -1, -1)], dim=-1)
+        return tokens if self.mask is None else tokens * self.mask.unsqueeze(-1)

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from highmodal.modalities.standardize import StandardInput
 from highmodal.nn.attention import Attention, FeedForward, PreNorm
-from highmodal.nn.factored import norm_linear
+from highmodal.nn.factored import StandardInput, norm_linear
 
 
 class PerceiverLayer(nn.Module):

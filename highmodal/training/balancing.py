@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.registry import Registry
+from highmodal.tasks import Task
 
 BALANCERS: Registry[type] = Registry("balance")
 

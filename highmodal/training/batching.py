@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from highmodal.data.task import SplitData, Task
+from highmodal.tasks import SplitData, Task
 
 
 class TaskTensors:

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from highmodal import __version__
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
-from highmodal.fileio import atomic_write_text, sha256_file
+from highmodal.fileio import atomic_write_text, refuse_to_replace, sha256_file
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
+from highmodal.tasks import Task
 from highmodal.training.weightfile import check_weights, read_weights
 
 FORMAT_VERSION = 1
@@ -108,13 +108,12 @@ class RunDir:
         from highmodal.training.resume import checkpoint_dir
 
         self.final = Path(path)
-        self.path = self.final.with_name(f".{self.final.name}.partial")
+        self.path = self.partial(self.final)
         if resume:
             if checkpoint_dir(self.path) is None:
                 raise HighmodalError(f"{self.final}: no interrupted run to resume ({self.path} has no checkpoint)")
             return
-        if self.final.exists() and not overwrite:
-            raise HighmodalError(f"{self.final}: run directory already exists; pass --overwrite to replace it")
+        refuse_to_replace(self.final, overwrite)
         if self.final.exists() and not self.final.is_dir():
             raise HighmodalError(f"{self.final}: exists and is not a directory")
         if self.path.exists() and not overwrite:
@@ -123,6 +122,19 @@ class RunDir:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir()
+
+    @staticmethod
+    def partial(final: Path) -> Path:
+        """Where the run that will become ``final`` is built (and an interrupted one stays)."""
+        return final.with_name(f".{final.name}.partial")
+
+    @classmethod
+    def interrupted_config(cls, final: Path) -> Path:
+        """The ``config.yaml`` of the interrupted run that ``--resume final`` would continue."""
+        config = cls.partial(final) / "config.yaml"
+        if not config.is_file():
+            raise HighmodalError(f"{final}: no interrupted run to resume (expected {cls.partial(final)})")
+        return config
 
     def commit(self) -> Path:
         old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")

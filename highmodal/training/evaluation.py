@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from highmodal.data.task import TaskSuite
+from highmodal.metrics import chance_metrics, compute_metrics, metric_names, skill
 from highmodal.models.base import MultitaskModel
+from highmodal.tasks import TaskSuite
 from highmodal.training.batching import TaskTensors
 from highmodal.training.losses import LOSSES
-from highmodal.training.metrics import chance_metrics, compute_metrics, metric_names, skill
 
 
 @torch.no_grad()

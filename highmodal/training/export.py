@@ -33,7 +33,7 @@ from torch import nn
 
 from highmodal import __version__
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.fileio import atomic_write_text
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.modalities.samples import random_values
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.base import MultitaskModel
@@ -240,8 +240,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise HighmodalError(f"{out}: exists and is not a directory; --out needs a folder for the exported files")
-    if not overwrite:
-        raise HighmodalError(f"{out}: already exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     if not (out / "manifest.json").is_file():
         raise HighmodalError(f"{out}: is not a highmodal export (no manifest.json); refusing to replace it "
                              "with --overwrite, pick another --out")

@@ -1,19 +1,12 @@
-"""``highmodal pretrain``: OmniVec2's two masked pretraining stages on a suite's unlabelled training data.
+"""OmniVec2's two masked pretraining stages on a suite's unlabelled training data: what each stage
+iterates over and the stage loop (``highmodal pretrain`` itself: ``experiments/pretraining.py``).
 
-The pretraining config names a suite (packaged or a YAML path) and the label of one of its
-``models:`` entries, so the model, its options and the data views (subword text, point sets) are
-exactly those that ``highmodal transfer`` (or ``train --init``) fine-tunes. Only training splits are
-read and labels are never used, except that a pairing task's negative pairs are no pairs
-(``stage2.keep_target``).
-
-Stage 1 iterates over the modalities (one batch of one modality per step, the order reshuffled each
-cycle: §3.2 "we iterate between modalities while keeping the transformer network common"); stage 2
-over the paired tasks (one batch of two modalities of the same samples per step). Each stage has its
-own decoders, AdamW (MAE's betas 0.9/0.95) with warm-up and cosine decay, and a step budget.
-
-The run directory holds the final model (``model.safetensors`` + ``model.json``, loadable by
-``train --init``), ``stage1/`` with the stage-1 model when both stages ran, ``metrics.jsonl`` (mean
-loss per modality every ``log_every`` steps), ``summary.json`` and ``reconstructions/`` pictures.
+Only training splits are read and labels are never used, except that a pairing task's negative pairs
+are no pairs (``stage2.keep_target``). Stage 1 iterates over the modalities (one batch of one modality
+per step, the order reshuffled each cycle: §3.2 "we iterate between modalities while keeping the
+transformer network common"); stage 2 over the paired tasks (one batch of two modalities of the same
+samples per step). Each stage has its own decoders, AdamW (MAE's betas 0.9/0.95) with warm-up and
+cosine decay, and a step budget.
 """
 
 from __future__ import annotations
@@ -26,22 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
-from highmodal.config import from_mapping, read_yaml, to_mapping
-from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.fileio import atomic_write_text
-from highmodal.models.masked import DecoderOptions, MaskedModeling, MaskOptions
-from highmodal.models.registry import create_model
+from highmodal.models.masked import MaskedModeling
+from highmodal.tasks import TaskSuite
 from highmodal.training.batching import TaskTensors
-from highmodal.training.checkpoint import RunDir, save_model
 from highmodal.training.divergence import FiniteWatch
 from highmodal.training.trainer import warmup_cosine
 
 PAIRS = ("paired", "any")
-TRANSFER_PARTS = ("finetune", "fewshot", "retrieval")
 HEADS = ["heads", "unified_head"]  # never trained by pretraining: `train --init` starts them fresh
 
 
@@ -77,107 +64,6 @@ class StageConfig:
                         "contrastive": self.contrastive >= 0, "temperature": self.temperature > 0}.items():
             if not ok:
                 raise HighmodalError(f"pretrain stage: {key} = {getattr(self, key)!r} is out of range")
-
-
-@dataclasses.dataclass
-class RetrievalPair:
-    """Cross-modal retrieval on a paired task's test split: ``query`` modality → ``gallery`` modality."""
-
-    task: str
-    query: str
-    gallery: str
-    keep_target: int | None = None
-
-
-@dataclasses.dataclass
-class TransferSettings:
-    """``highmodal transfer``: fine-tuning on a capped suite over ``seeds``; few-shot with ``shots``
-    labelled examples per class, by fine-tuning every task for ``shot_epochs`` (over ``shot_seeds``)
-    and by linear probes on frozen embeddings (``draws`` random draws each); and retrieval. ``parts``:
-    which of the three to run."""
-
-    seeds: int = 3
-    max_train: int = 256
-    max_eval: int = 512
-    epochs: int | None = None
-    shots: list[int] = dataclasses.field(default_factory=lambda: [1, 3, 10])
-    shot_epochs: int = 15
-    shot_seeds: int = 1
-    draws: int = 5
-    retrieval: list[RetrievalPair] = dataclasses.field(default_factory=list)
-    parts: list[str] = dataclasses.field(default_factory=lambda: list(TRANSFER_PARTS))
-
-
-@dataclasses.dataclass
-class QuickPretrain:
-    """``--quick``: a few tasks and steps on capped data; for smoke tests, not for results."""
-
-    tasks: list[str] = dataclasses.field(default_factory=list)
-    steps: int = 20
-    max_train: int = 64
-    max_eval: int = 64
-    epochs: int = 1
-    shots: list[int] = dataclasses.field(default_factory=lambda: [1, 5])
-    shot_epochs: int = 1
-
-
-@dataclasses.dataclass
-class PretrainConfig:
-    suite: str = "real"
-    model: str = "omnivec2"  # label of the suite's ``models:`` entry
-    tasks: list[str] | None = None  # a subset of the suite's tasks (None: all)
-    max_train: int | None = None  # training rows per task read for pretraining (None: all)
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    log_every: int = 50
-    stage1: StageConfig = dataclasses.field(default_factory=StageConfig)
-    stage2: StageConfig = dataclasses.field(default_factory=StageConfig)
-    masking: dict[str, MaskOptions] = dataclasses.field(default_factory=dict)
-    decoder: DecoderOptions = dataclasses.field(default_factory=DecoderOptions)
-    transfer: TransferSettings = dataclasses.field(default_factory=TransferSettings)
-    quick: QuickPretrain = dataclasses.field(default_factory=QuickPretrain)
-
-
-def load_pretrain_config(path: Path, quick: bool = False) -> PretrainConfig:
-    cfg = from_mapping(PretrainConfig, read_yaml(path), str(path))
-    if quick:
-        q = cfg.quick
-        cfg.tasks = q.tasks or cfg.tasks
-        cfg.max_train = q.max_train
-        for stage in (cfg.stage1, cfg.stage2):
-            stage.steps = min(stage.steps, q.steps)
-            stage.tasks = None if stage.tasks is None else [t for t in stage.tasks if t in cfg.tasks] or None
-        cfg.log_every = min(cfg.log_every, q.steps)
-        t = cfg.transfer
-        t.seeds, t.max_train, t.max_eval, t.epochs, t.shots = 1, q.max_train, q.max_eval, q.epochs, q.shots
-        t.shot_epochs, t.shot_seeds = q.shot_epochs, 1
-        t.retrieval = [r for r in t.retrieval if r.task in cfg.tasks]
-    return cfg
-
-
-def pretraining_suite(cfg: PretrainConfig, config_dir: Path, data_root: Path | None, quick: bool = False):
-    """The suite experiment of ``cfg.model`` restricted to ``cfg.tasks``, and its data."""
-    from highmodal.bench.suite import extra_experiment, load_suite_config
-    from highmodal.training.run import suite_for
-
-    beside = config_dir / cfg.suite
-    suite_path = str(beside) if beside.is_file() or Path(cfg.suite).suffix else cfg.suite
-    scfg, suite_dir = load_suite_config(suite_path)
-    extras = {e.label: e for e in scfg.models}
-    if cfg.model not in extras:
-        raise HighmodalError(f"pretrain.model: {cfg.model!r} is not a label of suite {cfg.suite!r}'s models: "
-                             f"{', '.join(extras) or 'none'}")
-    names = [t["name"] for t in scfg.tasks]
-    require_tasks(cfg.tasks or (), names, "pretrain.tasks")
-    exp = extra_experiment(scfg, extras[cfg.model], quick, set(names))
-    if exp.model.name != "omnivec2":
-        raise HighmodalError(f"pretrain.model: masked pretraining is OmniVec2's; {cfg.model!r} is a {exp.model.name}")
-    if cfg.tasks:
-        exp.tasks = [t for t in exp.tasks if t["name"] in cfg.tasks]
-    exp.seed = scfg.seed
-    return exp, suite_dir, suite_for(exp, suite_dir, data_root)
-
 
 def require_tasks(given, names: list[str], field: str) -> None:
     for t in given:
@@ -308,57 +194,3 @@ def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number:
     log(f"stage {number}: {stage.steps} steps in {seconds:.1f} s; last losses "
         + ", ".join(f"{m} {v:.3f}" for m, v in last.items()))
     return {"steps": stage.steps, "seconds": seconds, "history": history, "units": len(units)}
-
-
-def pretrain(cfg: PretrainConfig, config_path: Path, out: Path, data_root: Path | None, overwrite: bool = False,
-             progress: bool = True, log=print, quick: bool = False) -> dict:
-    """Run the configured stages; write the run directory (see the module doc); return the summary."""
-    from highmodal.bench.suite import cap_suite
-    from highmodal.training.reconstructions import save_reconstructions
-
-    if cfg.stage1.steps == 0 and cfg.stage2.steps == 0:
-        raise HighmodalError(f"{config_path}: stage1.steps and stage2.steps are both 0; nothing to pretrain")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    exp, _, suite = pretraining_suite(cfg, config_path.parent, data_root, quick)
-    if cfg.max_train is not None:
-        suite = cap_suite(suite, cfg.max_train, cfg.max_train, cfg.seed)
-    units1 = stage1_units(suite, cfg.stage1, cfg.device) if cfg.stage1.steps else []
-    units2 = stage2_units(suite, cfg.stage2, cfg.device) if cfg.stage2.steps else []
-    run = RunDir(out, overwrite)
-    try:
-        torch.manual_seed(cfg.seed)
-        model = create_model("omnivec2", suite.specs, [td.task for td in suite], preset=exp.model.preset,
-                             **exp.model.options).to(cfg.device)
-        params = sum(p.numel() for p in model.parameters())
-        log(f"omnivec2 ({exp.model.preset}): {params:,} parameters; pretraining on {len(suite)} tasks, "
-            f"{len(suite.specs)} modalities")
-        resolved = to_mapping(cfg) | {"config_dir": str(config_path.parent.resolve()), "quick": quick}
-        atomic_write_text(run.path / "pretrain.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        summary: dict = {"params": params, "preset": exp.model.preset, "tasks": [td.task.name for td in suite],
-                         "stages": {}}
-        stages = [(1, cfg.stage1, units1), (2, cfg.stage2, units2)]
-        for number, stage, units in stages:
-            if not stage.steps:
-                continue
-            mods = sorted({m for unit in units for _, m in unit})
-            mm = MaskedModeling(model, mods, cfg.masking, cfg.decoder).to(cfg.device)
-            summary["stages"][number] = run_stage(mm, units, stage, number, cfg.seed, cfg.log_every,
-                                                  run.path / "metrics.jsonl", log, progress)
-            summary["stages"][number]["masking"] = {m: dataclasses.asdict(o) for m, o in mm.options.items()}
-            summary["stages"][number]["pictures"] = save_reconstructions(
-                mm, suite, mods, run.path / "reconstructions", f"stage{number}")
-            if number == 1 and cfg.stage2.steps:
-                (run.path / "stage1").mkdir()
-                save_model(run.path / "stage1", model, "omnivec2", exp.model.preset, HEADS)
-        model.eval()
-        save_model(run.path, model, "omnivec2", exp.model.preset, HEADS)
-        summary["seconds"] = sum(s["seconds"] for s in summary["stages"].values())
-        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
-        final = run.commit()
-    except BaseException:
-        run.abort()
-        raise
-    log(f"pretrained in {summary['seconds']:.1f} s; run directory {final}")
-    return summary | {"run": str(final)}
-

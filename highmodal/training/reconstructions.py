@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from highmodal.data.task import TaskSuite
 from highmodal.models.masked import MaskedModeling
+from highmodal.nn.masking import gather_tokens
+from highmodal.tasks import TaskSuite
 from highmodal.training.batching import TaskTensors
-from highmodal.training.masking import gather_tokens
 
 IMAGE_KINDS = ("image", "xray", "infrared", "depth")
 

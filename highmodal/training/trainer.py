@@ -17,9 +17,9 @@ import torch
 from tqdm import tqdm
 
 from highmodal.config import TrainConfig
-from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.models.base import MultitaskModel, Piece, piece_loss
+from highmodal.tasks import TaskSuite
 from highmodal.training import distributed, fsdp
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors, micro_batches

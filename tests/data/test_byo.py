@@ -95,7 +95,7 @@ def _walk_npz(path) -> None:
 def test_npz_forecast_target_uses_the_naive_forecast_as_chance(tmp_path):
     from highmodal.data import LoadContext, build_suite
     from highmodal.errors import HighmodalError
-    from highmodal.training.metrics import chance_metrics
+    from highmodal.metrics import chance_metrics
 
     _walk_npz(tmp_path / "walk.npz")
     entry = {"name": "walk", "source": "npz", "path": str(tmp_path / "walk.npz"),

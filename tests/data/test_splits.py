@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from highmodal.data.splits import carve, three_way
-from highmodal.data.task import SplitData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData
 
 
 def _data(counts=(60, 40), offset=0) -> SplitData:

@@ -249,9 +249,9 @@ def test_manifest_text_is_hashed_the_same_at_predict_time(tmp_path):
     import pandas as pd
     from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 
-    from highmodal.bench.baselines import BASELINES
     from highmodal.data import LoadContext, build_suite
     from highmodal.data.manifest import ManifestField, manifest_inputs
+    from highmodal.experiments.baselines import BASELINES
 
     rows = [{"text": line.strip(), "source": name} for name, load in
             (("wine", load_wine), ("iris", load_iris), ("cancer", load_breast_cancer))

@@ -12,9 +12,9 @@ import yaml
 
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
+from highmodal.experiments.probe import tokenizer_for
 from highmodal.modalities.spec import KINDS, ModalitySpec
 from highmodal.training.checkpoint import load
-from highmodal.training.probe import tokenizer_for
 
 TRAIN = {
     "name": "ov", "seed": 0,

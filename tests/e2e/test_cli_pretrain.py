@@ -145,9 +145,9 @@ def test_shipped_configs_parse_and_match_the_suite():
     """configs/pretrain_real.yaml parses; configs/omnivec2_real.yaml is the real suite's OmniVec2 column."""
     from pathlib import Path
 
-    from highmodal.bench.suite import extra_experiment, load_suite_config
     from highmodal.config import ExperimentConfig, from_mapping, read_yaml, to_mapping
-    from highmodal.training.pretrain import load_pretrain_config
+    from highmodal.experiments.pretraining import load_pretrain_config
+    from highmodal.experiments.suite import extra_experiment, load_suite_config
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     pre = load_pretrain_config(configs / "pretrain_real.yaml")

@@ -2,11 +2,11 @@
 
 import pytest
 
-from highmodal.bench.suite import SuiteConfig
 from highmodal.config import from_mapping
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
-from highmodal.heterogeneity.run import budget_groups
+from highmodal.experiments.heterogeneity import budget_groups
+from highmodal.experiments.suite import SuiteConfig
 from highmodal.models import create_model
 
 TASKS = [{"name": "digits", "source": "sklearn_digits"}, {"name": "motions", "source": "basic_motions"}]

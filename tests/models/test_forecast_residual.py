@@ -10,9 +10,9 @@ import torch
 
 from highmodal.config import TrainConfig
 from highmodal.data.loaders import fit_normalization
-from highmodal.data.task import SplitData, Task, TaskData, TaskSuite
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models import create_model
+from highmodal.tasks import SplitData, Task, TaskData, TaskSuite
 from highmodal.training.evaluation import evaluate_suite
 from highmodal.training.trainer import Trainer
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models import create_model
@@ -14,6 +13,7 @@ from highmodal.models.base import Piece
 from highmodal.models.highmmt import PRESETS, HighMMT, resolve_config
 from highmodal.nn.crossmodal import CrossmodalTransformer
 from highmodal.nn.perceiver import PerceiverEncoder
+from highmodal.tasks import Task
 
 
 def _paper_specs() -> list[ModalitySpec]:

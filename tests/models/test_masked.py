@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.models.masked import MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
-from highmodal.training.masking import RECONSTRUCTION
+from highmodal.nn.masking import RECONSTRUCTION
+from highmodal.tasks import Task
 
 SPECS = [ModalitySpec("img", "image", (4, 4, 4)), ModalitySpec("seq", "time_series", (None, 3), max_len=16),
          ModalitySpec("words", "text", (None, 1), max_len=10, vocab_size=30),

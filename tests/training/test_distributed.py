@@ -139,7 +139,7 @@ def test_processes_fail_together_and_leave_an_existing_run_alone(tmp_path):
     (tmp_path / "run" / "keep.txt").write_text("old run")
     proc = launch(["train", "--config", "exp.yaml", "--out", "run", "--no-progress"], tmp_path, 2)
     assert proc.returncode != 0
-    assert "error: run: run directory already exists; pass --overwrite" in proc.stderr, proc.stderr
+    assert "error: run: already exists; pass --overwrite" in proc.stderr, proc.stderr
     assert (tmp_path / "run" / "keep.txt").read_text() == "old run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml", "run"]
 

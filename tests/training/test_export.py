@@ -11,15 +11,15 @@ import sys
 import pytest
 import torch
 
-from highmodal.bench.suite import cap_suite
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
+from highmodal.experiments.run import train_experiment
+from highmodal.experiments.suite import cap_suite
 from highmodal.training import export as export_module
 from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import load
 from highmodal.training.export import export_run
-from highmodal.training.run import train_experiment
 
 TASKS = [{"name": "digits", "source": "sklearn_digits"},
          {"name": "motions", "source": "basic_motions", "batch_size": 8},

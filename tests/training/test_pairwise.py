@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from highmodal.bench.suite import cap_suite
 from highmodal.config import TrainConfig
 from highmodal.data import LoadContext, build_suite
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
+from highmodal.experiments.suite import cap_suite
 from highmodal.models import create_model
+from highmodal.tasks import Task
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors
 from highmodal.training.resume import checkpoint_dir

@@ -89,7 +89,7 @@ def test_a_non_finite_loss_names_the_modality_task_and_step(suite, tmp_path):
 def test_a_suite_file_beside_the_config_is_read_without_a_suffix(tmp_path):
     import yaml
 
-    from highmodal.training.pretrain import PretrainConfig, pretraining_suite
+    from highmodal.experiments.pretraining import PretrainConfig, pretraining_suite
 
     suite = {"name": "mine", "seed": 0, "tasks": [{"name": "digits", "source": "sklearn_digits"}],
              "models": [{"label": "ov", "model": {"name": "omnivec2", "preset": "tiny"}}]}

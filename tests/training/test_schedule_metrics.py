@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from highmodal.data.task import Task
-from highmodal.training.metrics import chance_metrics, compute_metrics, metric_names, skill, threshold_accuracy
+from highmodal.metrics import chance_metrics, compute_metrics, metric_names, skill, threshold_accuracy
+from highmodal.tasks import Task
 from highmodal.training.schedule import staggered_schedule
 
 

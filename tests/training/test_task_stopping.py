@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from highmodal.bench.suite import cap_suite
 from highmodal.config import TrainConfig
 from highmodal.data import LoadContext, build_suite
 from highmodal.errors import HighmodalError
+from highmodal.experiments.suite import cap_suite
 from highmodal.models import create_model
 from highmodal.training.batching import TaskTensors
 from highmodal.training.resume import checkpoint_dir

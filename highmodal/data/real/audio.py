@@ -32,9 +32,9 @@ from highmodal.data.real.common import patchify
 from highmodal.data.real.vision import MNIST_FILES, ImageOptions, mnist
 from highmodal.data.shared import require_root, shared_available, verified_files
 from highmodal.data.splits import three_way
-from highmodal.data.task import SPLITS, SplitData, TaskData
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
+from highmodal.tasks import SPLITS, SplitData, TaskData
 
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 FSDD_TAKES = 50  # recordings of each digit by each speaker

@@ -17,8 +17,8 @@ from highmodal.data.cache import cached_arrays
 from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, make_task, register_loader, spec
 from highmodal.data.shared import require_root, shared_available, verified_files
 from highmodal.data.splits import carve
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData, TaskData
 
 PHYSIONET_FILES = ["set-a.tar.gz", "set-b.tar.gz", "Outcomes-a.txt", "Outcomes-b.txt"]
 HOURS = 48

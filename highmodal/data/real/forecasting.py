@@ -12,8 +12,8 @@ import pandas as pd
 from highmodal.data.cache import cached_arrays
 from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, make_task, register_loader, spec
 from highmodal.data.shared import require_root, shared_available, verified_files
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData, TaskData
 
 ETT_FILES = ("ETTh1", "ETTh2")
 ETT_COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")

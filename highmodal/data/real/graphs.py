@@ -44,8 +44,8 @@ from highmodal.data.loaders import (
 )
 from highmodal.data.shared import require_root, shared_available, verified_files
 from highmodal.data.splits import three_way
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData, TaskData
 
 DATASET = "tu_graphs"
 BASE_FILES = ["A", "graph_indicator", "graph_labels", "node_labels"]

@@ -33,8 +33,8 @@ from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, ma
 from highmodal.data.real.common import gradient_magnitude, patchify
 from highmodal.data.shared import require_root, verified_files
 from highmodal.data.splits import carve
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData, TaskData
 
 DATASET = "roadscene_ir_visible"
 IR_DIR = "cropinfrared"

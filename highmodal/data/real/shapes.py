@@ -33,8 +33,8 @@ from highmodal.data.cache import cached_arrays
 from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, make_task, register_loader, spec
 from highmodal.data.shared import require_root, shared_available, verified_files
 from highmodal.data.splits import three_way
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData, TaskData
 
 DATASET = "modelnet10_voxel32"
 FILES = ["modelnet10.npz"]

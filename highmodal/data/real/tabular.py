@@ -12,8 +12,8 @@ from highmodal.data.cache import cached_arrays
 from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, make_task, register_loader, spec
 from highmodal.data.shared import require_root, shared_available, verified_files
 from highmodal.data.splits import carve
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData, TaskData
 
 ADULT_FILES = ["adult.data", "adult.test"]
 # The 14 attributes in adult.names order; True marks the continuous ones.

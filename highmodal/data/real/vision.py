@@ -14,8 +14,8 @@ from highmodal.data.loaders import LoadContext, TaskEntry, fit_normalization, ma
 from highmodal.data.real.common import patchify
 from highmodal.data.shared import require_root, shared_available, verified_files
 from highmodal.data.splits import three_way
-from highmodal.data.task import SPLITS, SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SPLITS, SplitData, TaskData
 
 MNIST_FILES = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 PNEUMONIA_FILE = "pneumoniamnist.npz"

@@ -105,7 +105,7 @@ def test_unknown_representation_is_one_clear_error(data_root):
 def test_image_correlation_of_the_gradient_view_equals_the_pixels_gradient_correlation(data_root, suite):
     """The simple panel stays as strong on the gradient view: correlating its maps directly is the
     Sobel baseline on the pixels, so a model given gradients is not judged against a weaker yardstick."""
-    from highmodal.bench.baselines import BASELINES
+    from highmodal.experiments.baselines import BASELINES
 
     pixels = suite["road"]
     grad = build_suite([{"name": "road", "source": "roadscene", "representation": "gradients"}],

@@ -18,13 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from highmodal.bench.stats import seed_summary
-from highmodal.bench.suite import VariantStudyConfig, cap_suite, extra_experiment, load_suite_config, reuse_run
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.fileio import atomic_write_text
+from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.stats import seed_summary
+from highmodal.experiments.suite import (
+    VariantStudyConfig,
+    apply_quick,
+    cap_suite,
+    extra_experiment,
+    load_suite_config,
+    reuse_run,
+)
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.registry import Registry
 from highmodal.training.evaluation import aggregate
-from highmodal.training.run import suite_for, train_experiment
 
 
 @dataclasses.dataclass
@@ -76,14 +83,12 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
     if s.model not in extras:
         raise HighmodalError(f"variants.model: {s.model!r} is not a label of the suite's models: "
                              f"{', '.join(extras) or 'none'}")
-    if out.exists() and not overwrite and not reuse:
-        raise HighmodalError(f"{out}: study output exists; pass --reuse to continue it or --overwrite to replace it")
+    refuse_to_replace(out, overwrite or reuse, resumable=True)
     names = {t["name"] for t in cfg.tasks}
     max_train, max_eval, n_seeds = s.max_train, s.max_eval, seeds or s.seeds
     if quick:
-        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
-        cfg.tasks = [t for t in cfg.tasks if t["name"] in keep]
-        cfg.train.epochs, max_train, max_eval, n_seeds = cfg.quick.epochs, cfg.quick.max_train, cfg.quick.max_eval, 1
+        apply_quick(cfg)
+        max_train, max_eval, n_seeds = cfg.quick.max_train, cfg.quick.max_eval, 1
     elif s.epochs:
         cfg.train.epochs = s.epochs
     base = extras[s.model]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import highmodal
-from highmodal.bench.classical import features
 from highmodal.data import LoadContext, build_suite
+from highmodal.experiments.features import features
 
 MODELS = {"highmmt_multitask", "highmmt_single", "simple_best", "classical"}
 
@@ -97,6 +97,11 @@ def test_suite_with_an_extra_omnivec2_column(tmp_path, cli):
 def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path, cli):
     out, _, first, _ = demo_quick
     stamp = (out / "multitask" / "model.safetensors").stat().st_mtime_ns
+    import yaml
+
+    saved = yaml.safe_load((out / "multitask" / "config.yaml").read_text())
+    assert saved["train"].pop("task_hold") == 0.0  # as a run from before the setting existed: its default holds
+    (out / "multitask" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     proc = cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress",
                check=True)
     again = json.loads((out / "results.json").read_text())
@@ -105,14 +110,23 @@ def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path,
     for a, b in zip(first["tasks"], again["tasks"], strict=True):
         assert a["models"] == b["models"]
     assert "Runs evaluated rather than trained again" in (out / "results.md").read_text()
-    import yaml
-
     other = yaml.safe_load((Path(highmodal.__file__).parent / "configs" / "demo.yaml").read_text())
     other["train"]["lr"] = 0.001
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     bad = cli("suite", "--suite", str(tmp_path / "other.yaml"), "--quick", "--out", str(tmp_path / "o"),
               "--reuse", str(out))
     assert bad.returncode == 2 and "was trained with other settings (train differ)" in bad.stderr
+
+
+def test_report_goes_to_out_unless_docs_is_asked_for(demo_quick, tmp_path, cli):
+    """The report lands in --out; only --docs writes the project's docs/ (relative to the working folder)."""
+    out = demo_quick[0]
+    cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress",
+        cwd=tmp_path, check=True)
+    assert (out / "results.md").is_file() and not (tmp_path / "docs").exists()
+    cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress", "--docs",
+        cwd=tmp_path, check=True)
+    assert json.loads((tmp_path / "docs" / "results.json").read_text())["quick"]
 
 
 def test_unknown_suite(cli):
@@ -142,7 +156,7 @@ def test_real_suite_quick(tmp_path, cli, data_root):
 
 
 def test_suite_yaml_without_a_suffix_is_read_as_given(tmp_path):
-    from highmodal.bench.suite import SUITES_DIR, load_suite_config
+    from highmodal.experiments.suite import SUITES_DIR, load_suite_config
 
     (tmp_path / "mysuite").write_text((SUITES_DIR / "demo.yaml").read_text())
     cfg, folder = load_suite_config(str(tmp_path / "mysuite"))
@@ -150,7 +164,7 @@ def test_suite_yaml_without_a_suffix_is_read_as_given(tmp_path):
 
 
 def test_folds_partition_every_row_and_refit_normalisation():
-    from highmodal.bench.suite import fold_task
+    from highmodal.experiments.suite import fold_task
 
     td = build_suite([{"name": "m", "source": "basic_motions"}], LoadContext(seed=0))["m"]
     total = sum(len(d) for d in td.splits.values())

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from highmodal.data.task import SplitData, TaskData
 from highmodal.errors import HighmodalError
+from highmodal.tasks import SplitData, TaskData
 from highmodal.training.batching import TaskTensors
 
 KS = (1, 5, 10)

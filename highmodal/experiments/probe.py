@@ -26,17 +26,17 @@ import numpy as np
 import torch
 
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml
-from highmodal.data.task import SplitData, TaskData, TaskSuite
 from highmodal.errors import HighmodalError
-from highmodal.fileio import atomic_write_text
+from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers import create_tokenizer
 from highmodal.models.base import MultitaskModel
 from highmodal.models.registry import create_model
+from highmodal.tasks import SplitData, TaskData, TaskSuite
 from highmodal.training.batching import TaskTensors
 from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import format_table
-from highmodal.training.run import suite_for, train_experiment
 
 FAMILIES = {"xray": "image", "infrared": "image", "depth": "image", "imu": "time_series"}
 
@@ -131,8 +131,7 @@ def run_probe(run_dir: Path, config_path: Path, out: Path, data_root: Path | Non
     subsample and the random-init copy; the splits themselves follow the config's seed."""
     cfg = from_mapping(ProbeConfig, read_yaml(config_path), str(config_path))
     probe_seed = cfg.seed if seed is None else seed
-    if out.exists() and not overwrite:
-        raise HighmodalError(f"{out}: probe output exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     trained = load(run_dir)
     require_embeddings(trained)
     exp = ExperimentConfig(name=cfg.name, tasks=cfg.tasks, seed=cfg.seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from highmodal.training.masking import (
+from highmodal.nn.masking import (
     RECONSTRUCTION,
     first_true,
     gather_tokens,

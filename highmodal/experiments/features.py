@@ -1,4 +1,4 @@
-"""Features for the tabular baselines (``bench/baselines.py``): what a practitioner hands to gradient
+"""Features for the tabular baselines (``experiments/baselines.py``): what a practitioner hands to gradient
 boosting or a linear model. Fixed-shape inputs of modest size are flattened; sequences, sets and
 graphs (and inputs too large to flatten) are also summarised per channel over their real positions
 (mean, std, min, max, mean absolute step, length).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from highmodal.data.task import SplitData, TaskData
+from highmodal.tasks import SplitData, TaskData
 
 MAX_FLAT = 1024  # flatten inputs up to this many values per sample, summarise larger ones
 FLAT_KINDS = {"image", "xray", "infrared", "depth", "tabular", "hyperspectral"}

@@ -12,10 +12,10 @@ import yaml
 
 from highmodal.config import ExperimentConfig, to_mapping
 from highmodal.data.loaders import LoadContext, build_suite
-from highmodal.data.task import TaskSuite
 from highmodal.fileio import atomic_write_text
 from highmodal.models.groups import initialise_from
 from highmodal.models.registry import create_model
+from highmodal.tasks import TaskSuite
 from highmodal.training import distributed, fsdp
 from highmodal.training.checkpoint import RunDir, load, save_model, untrained_parts
 from highmodal.training.evaluation import evaluate_suite

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 from sklearn import metrics as skm
 
-from highmodal.data.task import Task
 from highmodal.errors import HighmodalError
 from highmodal.registry import Registry
+from highmodal.tasks import Task
 
 # name → (fn(y_true, pred, probs) -> value, higher_is_better)
 METRICS: Registry[tuple[Callable[..., float], bool]] = Registry("metric")

@@ -1,10 +1,11 @@
 """Real-data benchmark: ONE HighMMT multitask model vs one HighMMT model per task vs the strongest
-simple baseline per task (``bench/baselines.py``), plus any further multitask models the suite lists
+simple baseline per task (``experiments/baselines.py``), plus any further multitask models the suite lists
 (e.g. OmniVec2), all on the same splits, each test value with its 95% interval and the multitask
 model compared with the baseline by a paired bootstrap; writes ``results.md`` and ``results.json``."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -18,17 +19,17 @@ import numpy as np
 import torch
 
 from highmodal import __version__
-from highmodal.bench.baselines import join, strongest_simple
-from highmodal.bench.stats import interval, paired, wilson
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml, to_mapping
-from highmodal.data.task import TaskData, TaskSuite
 from highmodal.errors import HighmodalError
-from highmodal.fileio import atomic_write_text
+from highmodal.experiments.baselines import join, strongest_simple
+from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.stats import interval, paired, sample_std, wilson
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.heterogeneity.config import HeterogeneityConfig
+from highmodal.metrics import METRICS, metric_names, threshold_accuracy
+from highmodal.tasks import TaskData, TaskSuite
 from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import evaluate_suite
-from highmodal.training.metrics import METRICS, metric_names, threshold_accuracy
-from highmodal.training.run import suite_for, train_experiment
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -154,6 +155,15 @@ def _experiment(cfg: SuiteConfig, name: str, tasks: list[dict]) -> ExperimentCon
     return ExperimentConfig(**(fields | {"name": name, "tasks": tasks}))
 
 
+def apply_quick(cfg: SuiteConfig) -> None:
+    """``--quick`` on a suite config, in place, for every study: the quick tasks (default: the first
+    three), epochs and preset. Each study then caps its splits at ``cfg.quick.max_train/max_eval``."""
+    keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
+    cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
+    cfg.train.epochs = cfg.quick.epochs
+    cfg.model.preset = cfg.quick.preset
+
+
 def extra_experiment(cfg: SuiteConfig, extra: ExtraModel, quick: bool, names: set[str]) -> ExperimentConfig:
     """``names``: every task of the suite (quick mode trains a subset)."""
     for name in extra.task_options:
@@ -171,7 +181,10 @@ def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[
     seed), or None when ``run`` holds no finished run. A finished run of other settings is an error."""
     if not (run / "model.json").is_file() or not (run / "summary.json").is_file():
         return None
-    saved = read_yaml(run / "config.yaml")
+    saved = {k: v for k, v in read_yaml(run / "config.yaml").items() if k != "config_dir"}
+    # A setting added since, at its default, is the same setting; one since removed stays and differs.
+    with contextlib.suppress(HighmodalError):
+        saved = to_mapping(from_mapping(ExperimentConfig, saved, str(run / "config.yaml")))
     wanted = to_mapping(exp)
     differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
     if differ:
@@ -192,12 +205,9 @@ def run_suite(
     cfg, config_dir = load_suite_config(suite_name)
     names = {t.get("name") for t in cfg.tasks}
     if quick:
-        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
-        cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
-        cfg.train.epochs = cfg.quick.epochs
-        cfg.model.preset = cfg.quick.preset
-    if out.exists() and not overwrite and reuse != out:
-        raise HighmodalError(f"{out}: suite output directory exists; pass --overwrite to replace it")
+        apply_quick(cfg)
+    if reuse != out:
+        refuse_to_replace(out, overwrite)
     extras = {e.label: extra_experiment(cfg, e, quick, names) for e in cfg.models}  # bad settings fail before training
     t0 = time.perf_counter()
     suite = suite_for(cfg, config_dir, data_root)
@@ -262,7 +272,7 @@ def run_suite(
             primary = metric_names(td.task)[0]
             scores["highmmt_single"].append(res[name]["metrics"][primary])
             scores["simple_best"].append(strongest_simple(part)["metrics"][primary])
-        cross[name] = {"folds": k, **{m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}
+        cross[name] = {"folds": k, **{m: {"mean": float(np.mean(v)), "std": sample_std(v), "values": v}
                                       for m, v in scores.items()}}
 
     rows = []
@@ -374,7 +384,7 @@ def render_markdown(report: dict) -> str:
         "",
         "Columns: (a) ONE HighMMT model trained on all tasks at once; (b) one HighMMT model per task, same "
         "preset and schedule; (c) the strongest simple baseline: every standard model of the panel in "
-        "`highmodal/bench/baselines.py` that applies to the task is fit on train, the best on validation "
+        "`highmodal/experiments/baselines.py` that applies to the task is fit on train, the best on validation "
         "is refit on train + validation (the winner is named under the table);" + described
         + " all on the same splits. Cells: test value of the task's primary metric (↑ higher is better, "
         "↓ lower) with its 95% interval (Wilson for accuracy, else a bootstrap over test rows). The chance "

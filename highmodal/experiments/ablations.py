@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from highmodal.config import ExperimentConfig
-from highmodal.data.task import TaskSuite
+from highmodal.experiments.run import train_experiment
+from highmodal.experiments.stats import sample_std
 from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.grouping import GROUPINGS, GroupingContext
+from highmodal.tasks import TaskSuite
 from highmodal.training.evaluation import aggregate
-from highmodal.training.run import train_experiment
 
 
 @dataclass
-class Variant:
+class GroupingVariant:
     name: str
     grouping: str
     init: str = "shared"  # shared: fine-tune the homogeneous model; own: pre-train one with `options`; scratch
@@ -36,19 +37,19 @@ class Variant:
 
 
 ABLATIONS = [
-    Variant("heterogeneity_aware", "heterogeneity_aware"),
-    Variant("share_all", "share_all"),
-    Variant("share_none", "share_none"),
-    Variant("share_unimodal", "share_unimodal"),
-    Variant("share_crossmodal", "share_crossmodal"),
-    Variant("random_groups", "random_groups"),
-    Variant("feature_groups", "feature_groups"),
-    Variant("no_modality_embedding", "heterogeneity_aware", init="own", options={"modality_embedding": False}),
-    Variant("no_pretraining", "heterogeneity_aware", init="scratch"),
+    GroupingVariant("heterogeneity_aware", "heterogeneity_aware"),
+    GroupingVariant("share_all", "share_all"),
+    GroupingVariant("share_none", "share_none"),
+    GroupingVariant("share_unimodal", "share_unimodal"),
+    GroupingVariant("share_crossmodal", "share_crossmodal"),
+    GroupingVariant("random_groups", "random_groups"),
+    GroupingVariant("feature_groups", "feature_groups"),
+    GroupingVariant("no_modality_embedding", "heterogeneity_aware", init="own", options={"modality_embedding": False}),
+    GroupingVariant("no_pretraining", "heterogeneity_aware", init="scratch"),
 ]
 
 
-def pareto_variants(report: dict) -> list[Variant]:
+def pareto_variants(report: dict) -> list[GroupingVariant]:
     """k = 1, 2, 4, … groups of each kind (capped at the number of units) up to all separate."""
     sizes = {kind: len(report[kind]["units"]) if "units" in report[kind] else 1 for kind in ("unimodal", "crossmodal")}
     ladder, t = [], 1
@@ -59,7 +60,7 @@ def pareto_variants(report: dict) -> list[Variant]:
         if all(k[kind] == n for kind, n in sizes.items()):
             break
         t *= 2
-    return [Variant(f"k_u={k['unimodal']},k_c={k['crossmodal']}", "heterogeneity_aware", k=k) for k in ladder]
+    return [GroupingVariant(f"k_u={k['unimodal']},k_c={k['crossmodal']}", "heterogeneity_aware", k=k) for k in ladder]
 
 
 def _experiment(base: ExperimentConfig, name: str, seed: int, epochs: int, options: dict) -> ExperimentConfig:
@@ -70,7 +71,7 @@ def _experiment(base: ExperimentConfig, name: str, seed: int, epochs: int, optio
     return cfg
 
 
-def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: dict, variants: list[Variant],
+def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: dict, variants: list[GroupingVariant],
             seeds: int, finetune_epochs: int, default_k: dict[str, int], out: Path, progress: bool = True,
             log=print) -> dict:
     """Train every variant for ``seeds`` seeds; ``{variant: {mean, std, seeds, params, skills, groups}}``
@@ -103,7 +104,7 @@ def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: 
             rows[v.name]["params"] = summary["params"]
             rows[v.name]["groups"] = grouping
     for row in rows.values():
-        row.update(mean=float(np.mean(row["skills"])), std=float(np.std(row["skills"])), seeds=len(row["skills"]))
+        row.update(mean=float(np.mean(row["skills"])), std=sample_std(row["skills"]), seeds=len(row["skills"]))
     return rows
 
 

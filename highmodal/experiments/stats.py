@@ -13,8 +13,8 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
-from highmodal.data.task import Task
-from highmodal.training.metrics import METRICS, metric_names
+from highmodal.metrics import METRICS, metric_names
+from highmodal.tasks import Task
 
 Z95 = 1.959963984540054
 BOOTSTRAP = 2000

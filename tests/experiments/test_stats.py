@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from highmodal.bench.stats import sample_std, seed_summary
+from highmodal.experiments.stats import sample_std, seed_summary
 
 
 def test_seed_summary_reports_the_mean_without_forecasting_tasks():
@@ -26,9 +26,9 @@ def test_vectorised_bootstrap_equals_scoring_each_resample(metric, classes):
     rows drawn twice, classes missing from a resample, and resamples holding a single class."""
     import numpy as np
 
-    from highmodal.bench import stats
-    from highmodal.data.task import Task
-    from highmodal.training.metrics import METRICS
+    from highmodal.experiments import stats
+    from highmodal.metrics import METRICS
+    from highmodal.tasks import Task
 
     task = Task("t", ("x",), "classification", classes, metric=metric)
     rng = np.random.default_rng(0)

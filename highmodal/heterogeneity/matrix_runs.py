@@ -23,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 from highmodal.config import TrainConfig
-from highmodal.data.task import SplitData, TaskData, TaskSuite
 from highmodal.models.registry import create_model
+from highmodal.tasks import SplitData, TaskData, TaskSuite
 from highmodal.training.evaluation import mean_loss
 from highmodal.training.trainer import Trainer
 

@@ -10,19 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from highmodal.bench.suite import SuiteConfig, cap_suite, load_suite_config
-from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.fileio import atomic_write_text
+from highmodal.experiments.ablations import ABLATIONS, compare, pareto_variants
+from highmodal.experiments.ablations import write as write_study
+from highmodal.experiments.run import suite_for
+from highmodal.experiments.suite import SuiteConfig, apply_quick, cap_suite, load_suite_config
+from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.heterogeneity.clustering import distance, groups, tree
-from highmodal.heterogeneity.compare import ABLATIONS, compare, pareto_variants
-from highmodal.heterogeneity.compare import write as write_study
 from highmodal.heterogeneity.completion import complete, holdout_error, sample_entries
 from highmodal.heterogeneity.config import HeterogeneityConfig
+from highmodal.heterogeneity.matrix_runs import Job, chance_loss, run_jobs, settings_for, unit_suite
 from highmodal.heterogeneity.plots import dendrogram_plot, heatmap, pareto_plot
-from highmodal.heterogeneity.transfer import Job, chance_loss, run_jobs, settings_for, unit_suite
 from highmodal.models.registry import create_model
-from highmodal.training.run import suite_for
+from highmodal.tasks import TaskSuite
 
 KINDS = {"unimodal": "k_unimodal", "crossmodal": "k_crossmodal"}
 
@@ -104,10 +104,7 @@ def load_config(config: str, quick: bool) -> tuple[SuiteConfig, Path, Heterogene
     cfg, config_dir = load_suite_config(config)
     hcfg = cfg.heterogeneity
     if quick:
-        keep = set(cfg.quick.tasks) or {t["name"] for t in cfg.tasks[:3]}
-        cfg.tasks = [t for t in cfg.tasks if t.get("name") in keep]
-        cfg.train.epochs = cfg.quick.epochs
-        cfg.model.preset = cfg.quick.preset
+        apply_quick(cfg)
         hcfg = dataclasses.replace(hcfg, epochs=cfg.quick.epochs, max_train=cfg.quick.max_train,
                                    max_eval=cfg.quick.max_eval, preset=cfg.quick.preset,
                                    finetune_epochs=cfg.quick.epochs, study_max_train=cfg.quick.max_train)
@@ -164,8 +161,7 @@ def quantify(config: str, out: Path, data_root: Path | None, quick: bool = False
     cfg, config_dir, hcfg = load_config(config, quick)
     if workers is not None:
         hcfg = dataclasses.replace(hcfg, workers=workers)
-    if out.exists() and not overwrite:
-        raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     suite = cap_suite(suite_for(cfg, config_dir, data_root), hcfg.max_train, hcfg.max_eval, cfg.seed)
     t0 = time.perf_counter()
     earlier = _read(reanalyse) if reanalyse is not None else None
@@ -221,8 +217,7 @@ def study(config: str, heterogeneity_dir: Path, out: Path, data_root: Path | Non
     """``which`` = "ablations" (Table 5) or "pareto" (k sweep); results in ``out/<which>.json/.md``."""
     cfg, config_dir, hcfg = load_config(config, quick)
     report = _read(heterogeneity_dir)
-    if out.exists() and not overwrite:
-        raise HighmodalError(f"{out}: output directory exists; pass --overwrite to replace it")
+    refuse_to_replace(out, overwrite)
     variants = ABLATIONS if which == "ablations" else pareto_variants(report)
     if names:
         known = {v.name for v in variants}

@@ -36,12 +36,12 @@ from sklearn.multioutput import MultiOutputRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from highmodal.bench.classical import features
 from highmodal.data.real.common import gradient_magnitude
-from highmodal.data.task import SplitData, TaskData
+from highmodal.experiments.features import features
+from highmodal.experiments.retrieval import paired_rows, ranks, scores
+from highmodal.metrics import METRICS, chance_metrics, compute_metrics, metric_names, naive_forecast, skill
 from highmodal.registry import Registry
-from highmodal.training.metrics import METRICS, chance_metrics, compute_metrics, metric_names, naive_forecast, skill
-from highmodal.training.retrieval import paired_rows, ranks, scores
+from highmodal.tasks import SplitData, TaskData
 
 SEQUENCE_KINDS = {"time_series", "audio", "imu"}
 IMAGE_KINDS = {"image", "infrared", "xray", "depth"}
@@ -459,7 +459,7 @@ def against_simple(suite, results: dict[str, dict], seed: int = 0, log=None) -> 
     """A trained model's test results (``evaluate_suite(..., predictions=True)``) beside the strongest
     simple baseline of each task on the same test rows: the winner's name and value, both 95%
     intervals, and the paired bootstrap difference model − baseline (positive: the model is better)."""
-    from highmodal.bench.stats import interval, paired
+    from highmodal.experiments.stats import interval, paired
 
     out = {}
     for td in suite:

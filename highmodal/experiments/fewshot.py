@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from highmodal.data.task import TaskSuite
-from highmodal.training.probe import embed_task
+from highmodal.experiments.probe import embed_task
+from highmodal.tasks import TaskSuite
 
 
 def draw(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from highmodal.bench.baselines import BASELINES, gradient_correlation, simple_retrieval, strongest_simple
-from highmodal.bench.stats import interval, paired, wilson
 from highmodal.data import LoadContext, build_suite
 from highmodal.data.real.common import patchify
-from highmodal.data.task import SplitData, Task, TaskData
+from highmodal.experiments.baselines import BASELINES, gradient_correlation, simple_retrieval, strongest_simple
+from highmodal.experiments.stats import interval, paired, wilson
+from highmodal.metrics import chance_metrics, compute_metrics, skill
 from highmodal.modalities.spec import ModalitySpec
-from highmodal.training.metrics import chance_metrics, compute_metrics, skill
+from highmodal.tasks import SplitData, Task, TaskData
 
 
 @pytest.fixture(scope="module")

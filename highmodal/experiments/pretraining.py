@@ -1,4 +1,14 @@
-"""``highmodal transfer``: what masked pretraining buys, measured three ways against no pretraining.
+"""``highmodal pretrain`` and ``highmodal transfer``: OmniVec2's masked pretraining run, and what it buys.
+
+``highmodal pretrain``: the pretraining config names a suite (packaged or a YAML path) and the label
+of one of its ``models:`` entries, so the model, its options and the data views (subword text, point
+sets) are exactly those that ``highmodal transfer`` (or ``train --init``) fine-tunes; the stages
+themselves are ``training/pretrain.py``'s. The run directory holds the final model
+(``model.safetensors`` + ``model.json``, loadable by ``train --init``), ``stage1/`` with the stage-1
+model when both stages ran, ``metrics.jsonl`` (mean loss per modality every ``log_every`` steps),
+``summary.json`` and ``reconstructions/`` pictures.
+
+``highmodal transfer`` measures the pretrained models three ways against no pretraining:
 
 1. Fine-tuning: the suite's OmniVec2 trained on every task of the capped suite from scratch, from the
    stage-1 model and from the stage-1+2 model (``train --init``), over seeds; test mean skill.
@@ -6,7 +16,7 @@
    whole model fine-tuned from each start, and linear probes on the frozen embeddings of a randomly
    initialised copy and of each pretrained stage.
 3. Cross-modal retrieval on paired test data with the same encoders and the fine-tuned models, beside
-   the simple yardstick of ``bench.baselines.simple_retrieval``.
+   the simple yardstick of ``experiments.baselines.simple_retrieval``.
 
 ``parts`` (config ``transfer.parts`` or ``--parts``) runs a subset of the three.
 
@@ -22,21 +32,172 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from highmodal.bench.baselines import simple_retrieval
-from highmodal.bench.stats import seed_summary
-from highmodal.bench.suite import cap_suite, reuse_run
+from highmodal.config import from_mapping, read_yaml, to_mapping
 from highmodal.data.loaders import few_shot, fit_target_scale
-from highmodal.data.task import TaskSuite
 from highmodal.errors import HighmodalError
-from highmodal.fileio import atomic_write_text
+from highmodal.experiments.baselines import simple_retrieval
+from highmodal.experiments.fewshot import fewshot
+from highmodal.experiments.retrieval import retrieve
+from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.stats import seed_summary
+from highmodal.experiments.suite import cap_suite, extra_experiment, load_suite_config, reuse_run
+from highmodal.fileio import atomic_write_text, refuse_to_replace
+from highmodal.models.masked import DecoderOptions, MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
-from highmodal.training.checkpoint import load
+from highmodal.tasks import TaskSuite
+from highmodal.training.checkpoint import RunDir, load, save_model
 from highmodal.training.evaluation import aggregate
-from highmodal.training.fewshot import fewshot
-from highmodal.training.pretrain import TRANSFER_PARTS, load_pretrain_config, pretraining_suite
-from highmodal.training.retrieval import retrieve
-from highmodal.training.run import train_experiment
+from highmodal.training.pretrain import HEADS, StageConfig, require_tasks, run_stage, stage1_units, stage2_units
+from highmodal.training.reconstructions import save_reconstructions
+
+TRANSFER_PARTS = ("finetune", "fewshot", "retrieval")
+
+
+@dataclasses.dataclass
+class RetrievalPair:
+    """Cross-modal retrieval on a paired task's test split: ``query`` modality → ``gallery`` modality."""
+
+    task: str
+    query: str
+    gallery: str
+    keep_target: int | None = None
+
+
+@dataclasses.dataclass
+class TransferSettings:
+    """``highmodal transfer``: fine-tuning on a capped suite over ``seeds``; few-shot with ``shots``
+    labelled examples per class, by fine-tuning every task for ``shot_epochs`` (over ``shot_seeds``)
+    and by linear probes on frozen embeddings (``draws`` random draws each); and retrieval. ``parts``:
+    which of the three to run."""
+
+    seeds: int = 3
+    max_train: int = 256
+    max_eval: int = 512
+    epochs: int | None = None
+    shots: list[int] = dataclasses.field(default_factory=lambda: [1, 3, 10])
+    shot_epochs: int = 15
+    shot_seeds: int = 1
+    draws: int = 5
+    retrieval: list[RetrievalPair] = dataclasses.field(default_factory=list)
+    parts: list[str] = dataclasses.field(default_factory=lambda: list(TRANSFER_PARTS))
+
+
+@dataclasses.dataclass
+class QuickPretrain:
+    """``--quick``: a few tasks and steps on capped data; for smoke tests, not for results."""
+
+    tasks: list[str] = dataclasses.field(default_factory=list)
+    steps: int = 20
+    max_train: int = 64
+    max_eval: int = 64
+    epochs: int = 1
+    shots: list[int] = dataclasses.field(default_factory=lambda: [1, 5])
+    shot_epochs: int = 1
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    suite: str = "real"
+    model: str = "omnivec2"  # label of the suite's ``models:`` entry
+    tasks: list[str] | None = None  # a subset of the suite's tasks (None: all)
+    max_train: int | None = None  # training rows per task read for pretraining (None: all)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    log_every: int = 50
+    stage1: StageConfig = dataclasses.field(default_factory=StageConfig)
+    stage2: StageConfig = dataclasses.field(default_factory=StageConfig)
+    masking: dict[str, MaskOptions] = dataclasses.field(default_factory=dict)
+    decoder: DecoderOptions = dataclasses.field(default_factory=DecoderOptions)
+    transfer: TransferSettings = dataclasses.field(default_factory=TransferSettings)
+    quick: QuickPretrain = dataclasses.field(default_factory=QuickPretrain)
+
+def load_pretrain_config(path: Path, quick: bool = False) -> PretrainConfig:
+    cfg = from_mapping(PretrainConfig, read_yaml(path), str(path))
+    if quick:
+        q = cfg.quick
+        cfg.tasks = q.tasks or cfg.tasks
+        cfg.max_train = q.max_train
+        for stage in (cfg.stage1, cfg.stage2):
+            stage.steps = min(stage.steps, q.steps)
+            stage.tasks = None if stage.tasks is None else [t for t in stage.tasks if t in cfg.tasks] or None
+        cfg.log_every = min(cfg.log_every, q.steps)
+        t = cfg.transfer
+        t.seeds, t.max_train, t.max_eval, t.epochs, t.shots = 1, q.max_train, q.max_eval, q.epochs, q.shots
+        t.shot_epochs, t.shot_seeds = q.shot_epochs, 1
+        t.retrieval = [r for r in t.retrieval if r.task in cfg.tasks]
+    return cfg
+
+def pretraining_suite(cfg: PretrainConfig, config_dir: Path, data_root: Path | None, quick: bool = False):
+    """The suite experiment of ``cfg.model`` restricted to ``cfg.tasks``, and its data."""
+    beside = config_dir / cfg.suite
+    suite_path = str(beside) if beside.is_file() or Path(cfg.suite).suffix else cfg.suite
+    scfg, suite_dir = load_suite_config(suite_path)
+    extras = {e.label: e for e in scfg.models}
+    if cfg.model not in extras:
+        raise HighmodalError(f"pretrain.model: {cfg.model!r} is not a label of suite {cfg.suite!r}'s models: "
+                             f"{', '.join(extras) or 'none'}")
+    names = [t["name"] for t in scfg.tasks]
+    require_tasks(cfg.tasks or (), names, "pretrain.tasks")
+    exp = extra_experiment(scfg, extras[cfg.model], quick, set(names))
+    if exp.model.name != "omnivec2":
+        raise HighmodalError(f"pretrain.model: masked pretraining is OmniVec2's; {cfg.model!r} is a {exp.model.name}")
+    if cfg.tasks:
+        exp.tasks = [t for t in exp.tasks if t["name"] in cfg.tasks]
+    exp.seed = scfg.seed
+    return exp, suite_dir, suite_for(exp, suite_dir, data_root)
+
+def pretrain(cfg: PretrainConfig, config_path: Path, out: Path, data_root: Path | None, overwrite: bool = False,
+             progress: bool = True, log=print, quick: bool = False) -> dict:
+    """Run the configured stages; write the run directory (see the module doc); return the summary."""
+    if cfg.stage1.steps == 0 and cfg.stage2.steps == 0:
+        raise HighmodalError(f"{config_path}: stage1.steps and stage2.steps are both 0; nothing to pretrain")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    exp, _, suite = pretraining_suite(cfg, config_path.parent, data_root, quick)
+    if cfg.max_train is not None:
+        suite = cap_suite(suite, cfg.max_train, cfg.max_train, cfg.seed)
+    units1 = stage1_units(suite, cfg.stage1, cfg.device) if cfg.stage1.steps else []
+    units2 = stage2_units(suite, cfg.stage2, cfg.device) if cfg.stage2.steps else []
+    run = RunDir(out, overwrite)
+    try:
+        torch.manual_seed(cfg.seed)
+        model = create_model("omnivec2", suite.specs, [td.task for td in suite], preset=exp.model.preset,
+                             **exp.model.options).to(cfg.device)
+        params = sum(p.numel() for p in model.parameters())
+        log(f"omnivec2 ({exp.model.preset}): {params:,} parameters; pretraining on {len(suite)} tasks, "
+            f"{len(suite.specs)} modalities")
+        resolved = to_mapping(cfg) | {"config_dir": str(config_path.parent.resolve()), "quick": quick}
+        atomic_write_text(run.path / "pretrain.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        summary: dict = {"params": params, "preset": exp.model.preset, "tasks": [td.task.name for td in suite],
+                         "stages": {}}
+        stages = [(1, cfg.stage1, units1), (2, cfg.stage2, units2)]
+        for number, stage, units in stages:
+            if not stage.steps:
+                continue
+            mods = sorted({m for unit in units for _, m in unit})
+            mm = MaskedModeling(model, mods, cfg.masking, cfg.decoder).to(cfg.device)
+            summary["stages"][number] = run_stage(mm, units, stage, number, cfg.seed, cfg.log_every,
+                                                  run.path / "metrics.jsonl", log, progress)
+            summary["stages"][number]["masking"] = {m: dataclasses.asdict(o) for m, o in mm.options.items()}
+            summary["stages"][number]["pictures"] = save_reconstructions(
+                mm, suite, mods, run.path / "reconstructions", f"stage{number}")
+            if number == 1 and cfg.stage2.steps:
+                (run.path / "stage1").mkdir()
+                save_model(run.path / "stage1", model, "omnivec2", exp.model.preset, HEADS)
+        model.eval()
+        save_model(run.path, model, "omnivec2", exp.model.preset, HEADS)
+        summary["seconds"] = sum(s["seconds"] for s in summary["stages"].values())
+        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
+        final = run.commit()
+    except BaseException:
+        run.abort()
+        raise
+    log(f"pretrained in {summary['seconds']:.1f} s; run directory {final}")
+    return summary | {"run": str(final)}
+
 
 
 def pretrained_stages(run: Path) -> dict[str, Path]:
@@ -86,8 +247,7 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
     for part in parts:
         if part not in TRANSFER_PARTS:
             raise HighmodalError(f"--parts: {part!r} is not one of {', '.join(TRANSFER_PARTS)}")
-    if out.exists() and not overwrite and not reuse:
-        raise HighmodalError(f"{out}: transfer output exists; pass --reuse to continue it or --overwrite to replace it")
+    refuse_to_replace(out, overwrite or reuse, resumable=True)
     stages = pretrained_stages(pretrained)
     exp, suite_dir, suite = pretraining_suite(cfg, config_path.parent, data_root, quick)
     if t.epochs:
