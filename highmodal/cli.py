@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("ablations", "grouped fine-tuning ablations (share none/unimodal/crossmodal/all, random and "
                                       "feature-difference groups, no embeddings, no pre-training) over seeds"),
                        ("pareto", "performance vs parameters over the number of heterogeneity-aware groups")):
-        sp = sub.add_parser(name, help=text)
+        sp = command(sub, name, text)
         sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
         sp.add_argument("--heterogeneity", required=True, metavar="DIR", help="output of `highmodal heterogeneity`")
         sp.add_argument("--out", help=f"output folder (default: runs/{name}-<name>)")
