@@ -40,9 +40,9 @@ from highmodal.errors import HighmodalError
 from highmodal.experiments.baselines import simple_retrieval
 from highmodal.experiments.fewshot import fewshot
 from highmodal.experiments.retrieval import retrieve
-from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.run import seed_runs, suite_for
 from highmodal.experiments.stats import seed_summary
-from highmodal.experiments.suite import cap_suite, extra_experiment, load_suite_config, reuse_run
+from highmodal.experiments.suite import cap_suite, extra_experiment, load_suite_config
 from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.models.masked import DecoderOptions, MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
@@ -219,16 +219,10 @@ def shot_suite(suite: TaskSuite, k: int, seed: int) -> TaskSuite:
 
 def _finetune(exp, suite: TaskSuite, label: str, init: Path | None, seeds: int, out: Path, config_dir: Path,
               data_root: Path | None, reuse: bool, overwrite: bool, progress: bool, log, tag: str = "") -> dict:
+    runs = seed_runs(lambda seed: dataclasses.replace(exp, name=f"{label}-{seed}", seed=seed), seeds, out / label,
+                     config_dir, data_root, suite, reuse, overwrite, progress, log, init=init)
     per_task, seconds, skills = {}, 0.0, []
-    for seed in range(seeds):
-        run_cfg = dataclasses.replace(exp, name=f"{label}-{seed}", seed=seed)
-        where = out / label / f"seed{seed}"
-        found = reuse_run(run_cfg, where, suite, log) if reuse else None
-        if found is None:
-            _, results, summary = train_experiment(run_cfg, where, config_dir, data_root, overwrite or reuse, progress,
-                                                   log, suite=suite, init=init)
-        else:
-            results, summary = found
+    for seed, (results, summary) in enumerate(runs):
         skills.append({task: 100 * r["skill"] for task, r in results.items()})
         seconds += summary["train_seconds"]
         for task, r in results.items():

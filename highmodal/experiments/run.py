@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import yaml
 
-from highmodal.config import ExperimentConfig, to_mapping
+from highmodal.config import ExperimentConfig, from_mapping, read_yaml, to_mapping
 from highmodal.data.loaders import LoadContext, build_suite
+from highmodal.errors import HighmodalError
 from highmodal.fileio import atomic_write_text
 from highmodal.models.groups import initialise_from
 from highmodal.models.registry import create_model
@@ -89,3 +92,43 @@ def train_experiment(
 
 def _silent(*args, **kwargs) -> None:
     """The log of processes other than rank 0: one process reports for all."""
+
+
+def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[dict, dict] | None:
+    """Test results and summary of a finished run of exactly ``exp`` (same tasks, model, training and
+    seed), or None when ``run`` holds no finished run. A finished run of other settings is an error."""
+    if not (run / "model.json").is_file() or not (run / "summary.json").is_file():
+        return None
+    saved = {k: v for k, v in read_yaml(run / "config.yaml").items() if k != "config_dir"}
+    # A setting added since, at its default, is the same setting; one since removed stays and differs.
+    with contextlib.suppress(HighmodalError):
+        saved = to_mapping(from_mapping(ExperimentConfig, saved, str(run / "config.yaml")))
+    wanted = to_mapping(exp)
+    differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if differ:
+        raise HighmodalError(f"--reuse: {run} was trained with other settings ({', '.join(differ)} differ); "
+                             "train it again without --reuse")
+    log(f"reusing {run}")
+    results = evaluate_suite(load(run, exp.train.device), suite, "test", exp.train.eval_batch_size, exp.train.device)
+    return results, json.loads((run / "summary.json").read_text())
+
+
+def seed_runs(
+    make: Callable[[int], ExperimentConfig], seeds: int, out: Path, config_dir: Path, data_root: Path | None,
+    suite: TaskSuite, reuse: bool = False, overwrite: bool = False, progress: bool = True, log=print,
+    init: Path | None = None,
+) -> list[tuple[dict, dict]]:
+    """Every study's seed loop: ``make(seed)`` trained into ``out/seed<seed>`` for seeds 0..``seeds``-1
+    (with ``reuse``, a finished run of the same settings there is evaluated instead); each run's test
+    results and summary, in seed order."""
+    runs = []
+    for seed in range(seeds):
+        cfg, where = make(seed), out / f"seed{seed}"
+        found = reuse_run(cfg, where, suite, log) if reuse else None
+        if found is None:
+            _, results, summary = train_experiment(cfg, where, config_dir, data_root, overwrite or reuse, progress,
+                                                   log, suite=suite, init=init)
+            found = results, summary
+        runs.append(found)
+    return runs
+

@@ -5,7 +5,6 @@ model compared with the baseline by a paired bootstrap; writes ``results.md`` an
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -22,7 +21,7 @@ from highmodal import __version__
 from highmodal.config import ExperimentConfig, ModelConfig, TrainConfig, from_mapping, read_yaml, to_mapping
 from highmodal.errors import HighmodalError
 from highmodal.experiments.baselines import join, strongest_simple
-from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.run import reuse_run, suite_for, train_experiment
 from highmodal.experiments.stats import interval, paired, sample_std, wilson
 from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.heterogeneity.config import HeterogeneityConfig
@@ -174,25 +173,6 @@ def extra_experiment(cfg: SuiteConfig, extra: ExtraModel, quick: bool, names: se
     train = from_mapping(TrainConfig, to_mapping(cfg.train) | extra.train, f"models[{extra.label}].train")
     model = dataclasses.replace(extra.model, preset=extra.quick_preset if quick else extra.model.preset)
     return ExperimentConfig(name=extra.label, tasks=tasks, seed=cfg.seed, model=model, train=train)
-
-
-def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[dict, dict] | None:
-    """Test results and summary of a finished run of exactly ``exp`` (same tasks, model, training and
-    seed), or None when ``run`` holds no finished run. A finished run of other settings is an error."""
-    if not (run / "model.json").is_file() or not (run / "summary.json").is_file():
-        return None
-    saved = {k: v for k, v in read_yaml(run / "config.yaml").items() if k != "config_dir"}
-    # A setting added since, at its default, is the same setting; one since removed stays and differs.
-    with contextlib.suppress(HighmodalError):
-        saved = to_mapping(from_mapping(ExperimentConfig, saved, str(run / "config.yaml")))
-    wanted = to_mapping(exp)
-    differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
-    if differ:
-        raise HighmodalError(f"--reuse: {run} was trained with other settings ({', '.join(differ)} differ); "
-                             "train it again without --reuse")
-    log(f"reusing {run}")
-    results = evaluate_suite(load(run, exp.train.device), suite, "test", exp.train.eval_batch_size, exp.train.device)
-    return results, json.loads((run / "summary.json").read_text())
 
 
 def run_suite(

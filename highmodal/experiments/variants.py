@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.experiments.run import suite_for, train_experiment
+from highmodal.experiments.run import seed_runs, suite_for
 from highmodal.experiments.stats import seed_summary
 from highmodal.experiments.suite import (
     VariantStudyConfig,
@@ -27,7 +27,6 @@ from highmodal.experiments.suite import (
     cap_suite,
     extra_experiment,
     load_suite_config,
-    reuse_run,
 )
 from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.registry import Registry
@@ -99,24 +98,16 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
     forecasting = {td.task.name for td in suite if td.task.forecast is not None}
     rows = []
     for v in chosen:
-        skills, val_scores, params, seconds = [], [], 0, 0.0
-        for seed in range(n_seeds):
-            run_cfg = dataclasses.replace(
-                exp, name=f"{v.name}-{seed}", seed=seed,
-                model=dataclasses.replace(exp.model, options=exp.model.options | v.options),
-                train=dataclasses.replace(exp.train, **v.train))
-            found = reuse_run(run_cfg, out / v.name / f"seed{seed}", suite, log) if reuse else None
-            if found is None:
-                _, results, summary = train_experiment(run_cfg, out / v.name / f"seed{seed}", config_dir, data_root,
-                                                       overwrite or reuse, progress, log, suite=suite)
-            else:
-                results, summary = found
-            seconds += summary["train_seconds"]
-            skills.append({task: 100 * r["skill"] for task, r in results.items()})
-            val_scores.append(100 * summary["best_val_score"])
-            params = summary["params"]
-            log(f"{v.name} seed {seed}: validation mean skill {val_scores[-1]:.2f}, "
-                f"test {100 * aggregate(results):.2f}")
+        runs = seed_runs(lambda seed, v=v: dataclasses.replace(
+            exp, name=f"{v.name}-{seed}", seed=seed,
+            model=dataclasses.replace(exp.model, options=exp.model.options | v.options),
+            train=dataclasses.replace(exp.train, **v.train)), n_seeds, out / v.name, config_dir, data_root, suite,
+            reuse, overwrite, progress, log)
+        skills = [{task: 100 * r["skill"] for task, r in results.items()} for results, _ in runs]
+        val_scores = [100 * summary["best_val_score"] for _, summary in runs]
+        params, seconds = runs[-1][1]["params"], sum(summary["train_seconds"] for _, summary in runs)
+        for seed, ((results, _), val) in enumerate(zip(runs, val_scores, strict=True)):
+            log(f"{v.name} seed {seed}: validation mean skill {val:.2f}, test {100 * aggregate(results):.2f}")
         rows.append({"variant": v.name, "description": v.description, "val_scores": val_scores,
                      "val_mean": float(np.mean(val_scores))} | seed_summary(skills, forecasting)
                     | {"params": params, "seconds": seconds, "options": v.options, "train": v.train})
