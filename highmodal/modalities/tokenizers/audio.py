@@ -6,10 +6,9 @@ image and embeds pt × pf patches with a Conv2d (kernel = stride), adding learne
 uses 16×16 patches of 128-band, 1024-frame spectrograms. SSAST (Gong et al., AAAI 2022) compared
 those square patches with frame-based patches spanning every frequency bin (128 × 2) and found the
 frame-based ones better on speech; all our audio is speech (spoken digits, letters, vowels), and
-trained from scratch the square patches were much slower: OmniVec2-tiny's FSDD loss after 200 steps
-was 2.04 with 4 × 8 patches and 0.61 with 2 × 40 (all bands). So the default patch spans every band
-(``patch_freq: null``) and 4 frames (FSDD: 25 tokens); ``patch_freq: 8`` gives AST's square-ish
-patches, with the frequency axis zero-padded to a multiple of pf.
+trained from scratch the square patches learned much more slowly (docs/omnivec2.md). So the default
+patch spans every band (``patch_freq: null``) and 4 frames (FSDD: 25 tokens); ``patch_freq: 8``
+gives AST's square-ish patches, with the frequency axis zero-padded to a multiple of pf.
 
 What the paper leaves open, and what we chose:
 
