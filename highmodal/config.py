@@ -211,6 +211,12 @@ class TrainConfig:
         if self.compile and self.parallel == "fsdp":
             raise HighmodalError("train.compile: not supported with train.parallel: fsdp; use ddp or drop compile")
 
+    def length(self) -> str:
+        """The schedule's length in words, for reports: ``20 epochs``, or the rule ``epochs_for`` applies."""
+        if self.epochs is not None:
+            return f"{self.epochs} epochs"
+        return f"at least {AUTO_EPOCHS} epochs and {self.min_steps:,} steps"
+
     def epochs_for(self, steps_per_epoch: int) -> int:
         """Epochs to train: ``epochs`` when given; else ``AUTO_EPOCHS``, or as many more as it takes to
         reach ``min_steps`` optimizer steps, so a set of a few dozen rows gets as many updates as a

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from highmodal.config import ExperimentConfig
+from highmodal.config import AUTO_EPOCHS, ExperimentConfig
 from highmodal.experiments.run import train_experiment
 from highmodal.experiments.stats import sample_std
 from highmodal.fileio import atomic_write_text
@@ -77,7 +77,8 @@ def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: 
     """Train every variant for ``seeds`` seeds; ``{variant: {mean, std, seeds, params, skills, groups}}``
     with skill in points (the suite's mean test skill × 100)."""
     rows: dict[str, dict] = {v.name: {"skills": [], "params": None, "groups": None} for v in variants}
-    pretrain = base.train.epochs
+    # The homogeneous pre-training's epochs, a number so "no pre-training" can get the same total budget.
+    pretrain = base.train.epochs if base.train.epochs is not None else AUTO_EPOCHS
     for s in range(seeds):
         seed = base.seed + s
         root = out / f"seed{s}"

@@ -303,7 +303,7 @@ def run_suite(
     }
     report = {
         "command": command, "suite": suite_name, "quick": quick, "seed": cfg.seed,
-        "epochs": cfg.train.epochs, "preset": cfg.model.preset,
+        "epochs": cfg.train.epochs, "schedule": cfg.train.length(), "preset": cfg.model.preset,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "highmodal": __version__},
         "tasks": rows, "summary": summary, "notes": "" if quick else cfg.notes, "reused": reused,
@@ -359,7 +359,7 @@ def render_markdown(report: dict) -> str:
         f"# Results: suite `{report['suite']}`{' (quick mode: not a result)' if report['quick'] else ''}",
         "",
         f"Produced by `{report['command']}` (highmodal {report['machine']['highmodal']}, seed {report['seed']}, "
-        f"{report['epochs']} epochs, HighMMT preset `{report['preset']}`, {report['machine']['cpus']} CPU cores, "
+        f"{report['schedule']}, HighMMT preset `{report['preset']}`, {report['machine']['cpus']} CPU cores, "
         f"torch {report['machine']['torch']}).",
         "",
         "Columns: (a) ONE HighMMT model trained on all tasks at once; (b) one HighMMT model per task, same "

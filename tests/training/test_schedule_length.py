@@ -16,6 +16,8 @@ def test_epochs_for_a_given_length_of_epoch():
     assert TrainConfig().epochs_for(1000) == AUTO_EPOCHS  # large data: the floor of 30 epochs
     assert TrainConfig(min_steps=0).epochs_for(1) == AUTO_EPOCHS
     assert TrainConfig(epochs=5).epochs_for(2) == 5  # an explicit length is used as is
+    assert TrainConfig(epochs=20).length() == "20 epochs"
+    assert TrainConfig().length() == "at least 30 epochs and 3,000 steps"  # what reports say of the rule
     with pytest.raises(HighmodalError, match=r"train.min_steps: value -1 is out of range"):
         TrainConfig(min_steps=-1)
 
