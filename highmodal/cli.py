@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(chosen on validation) and compare on the same test rows, paired, with 95%% intervals")
     inference(sp)
     sp = command(sub, "predict", "predict one task on new inputs (an .npz named by modality, "
-                                                 "or a file in the task's training format)")
+                                 "or a file in the task's training format)")
     sp.add_argument("run_dir")
     sp.add_argument("--task", required=True)
     sp.add_argument("--input", required=True, help=".npz with one array per modality (named as in the model), or "
@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reuse", metavar="DIR", help="evaluate finished HighMMT runs (a), (b) of an earlier suite "
                     "output with the same settings instead of training them again")
     sp = command(sub, "heterogeneity", "measure, complete and cluster modality and interaction "
-                                                     "heterogeneity (HighMMT) into parameter groups")
+                                       "heterogeneity (HighMMT) into parameter groups")
     sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
     sp.add_argument("--out", help="output folder (default: runs/heterogeneity-<name>)")
     sp.add_argument("--full", action="store_true", help="measure every entry (O(M^2) runs) instead of an O(M) sample")
@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--variants", help="comma-separated subset of the variants")
         sp.add_argument("--quick", action="store_true", help="the suite's quick settings: a smoke test")
     sp = command(sub, "variants", "architecture/training ablations of a suite's extra model over seeds "
-                                                "(omnivec2: the paper's Table 12 and its training choices)")
+                                  "(omnivec2: the paper's Table 12 and its training choices)")
     sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")
     sp.add_argument("--study", default="omnivec2", help="which study (default: omnivec2)")
     sp.add_argument("--out", help="output folder (default: runs/variants-<study>-<name>)")
@@ -490,19 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-baseline", action="store_true", help="skip the probe on a randomly initialised copy")
     sp.add_argument("--seed", type=int, help="probe and random-init seed (default: the config's seed)")
     sp = command(sub, "export", "each task's inference graph as an ONNX or TorchScript file, "
-                                              "checked against the model")
+                                "checked against the model")
     sp.add_argument("run_dir")
     sp.add_argument("--format", required=True, help="onnx (needs onnx, onnxscript, onnxruntime: pip install "
                     "'highmodal[export]') or torchscript")
     sp.add_argument("--task", action="append", help="a task to export (repeat for several; default: every task)")
     sp.add_argument("--out", help="output folder (default: RUN_DIR/export)")
     sp = command(sub, "pretrain", "OmniVec2 masked pretraining: stage 1 per modality, stage 2 on "
-                                                "paired modalities through the fused path")
+                                  "paired modalities through the fused path")
     sp.add_argument("--config", required=True, help="pretraining YAML (suite, model label, stages, masking)")
     sp.add_argument("--out", help="run directory (default: runs/pretrain-<config name>)")
     sp.add_argument("--quick", action="store_true", help="the config's quick settings: a smoke test")
     sp = command(sub, "transfer", "fine-tuning from scratch vs from pretrained stages over seeds, "
-                                                "few-shot probes and cross-modal retrieval")
+                                  "few-shot probes and cross-modal retrieval")
     sp.add_argument("--config", required=True, help="the pretraining YAML (its transfer: section)")
     sp.add_argument("--pretrained", required=True, metavar="RUN", help="a `highmodal pretrain` run directory")
     sp.add_argument("--out", help="output folder (default: runs/transfer-<config name>)")
@@ -540,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "infer_ratio. Default auto: those `predict --runtime auto` chooses among (bf16, onnx where "
                     "they run); none: eager only")
     sp = command(bench, "contention", "samples/s of the speed workload alone and beside K busy "
-                                 "processes, per OpenMP wait policy (each measured in a fresh process): one JSON "
-                                 "line per policy")
+                                      "processes, per OpenMP wait policy (each measured in a fresh process): one JSON "
+                                      "line per policy")
     sp.add_argument("--model", default="highmmt", help="model to measure (default: highmmt)")
     sp.add_argument("--contend", type=int, default=1, help="busy single-threaded processes beside it (default: 1)")
     sp.add_argument("--policies", default="torch,highmodal", help="comma-separated: torch (OpenMP's default, "
@@ -553,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", help="also write the report to this file")
     sp.set_defaults(func=cmd_bench_contention)
     sp = command(bench, "scaling", "HighMMT epoch time vs number of tasks, sequence length and batch "
-                                 "size on the speed workload: one JSON line per point, then scaling.json and one "
-                                 "PNG per curve in --out")
+                                   "size on the speed workload: one JSON line per point, then scaling.json and one "
+                                   "PNG per curve in --out")
     sp.add_argument("--out", help="output folder (default: runs/bench-scaling)")
     sp.add_argument("--curves", default="tasks,length,batch", help="comma-separated curves to measure "
                     "(default: tasks,length,batch)")
@@ -572,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "point (needs perceiver-multi-modality-pytorch; about 4x longer)")
     sp.set_defaults(func=cmd_bench_scaling)
     sp = command(bench, "gpu", "every GPU figure of docs/performance.md in one run: HighMMT against "
-                                 "the original code (fp32, bf16, compile), OmniVec2-base MFU, torchrun training on "
-                                 "the GPU")
+                               "the original code (fp32, bf16, compile), OmniVec2-base MFU, torchrun training on "
+                               "the GPU")
     sp.add_argument("--out", default="runs/bench-gpu", help="where gpu.json and the training runs go "
                     "(default: runs/bench-gpu)")
     sp.add_argument("--doc", help="a markdown file whose gpu-figures markers get the tables (docs/performance.md)")

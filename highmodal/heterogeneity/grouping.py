@@ -4,6 +4,7 @@ feature difference instead of transfer)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from highmodal.errors import HighmodalError
 from highmodal.heterogeneity.clustering import groups
 from highmodal.models.base import MultitaskModel
 from highmodal.models.groups import crossmodal_units, unimodal_units
@@ -130,10 +132,6 @@ def feature_groups(ctx: GroupingContext) -> Grouping:
 
 def read_groups(path: Path) -> dict:
     """The ``unimodal_groups`` / ``crossmodal_groups`` of a groups JSON (as ``highmodal heterogeneity`` writes)."""
-    import json
-
-    from highmodal.errors import HighmodalError
-
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
