@@ -305,7 +305,10 @@ def cmd_pretrain(args) -> None:
     config = Path(args.config)
     cfg = load_pretrain_config(config, args.quick)
     out = Path(args.out) if args.out else Path("runs") / f"pretrain-{config.stem}{'-quick' if args.quick else ''}"
-    summary = pretrain(cfg, config, out, _data(args), args.overwrite, not args.no_progress, quick=args.quick)
+    summary = pretrain(cfg, config, out, _data(args), args.overwrite, not args.no_progress, quick=args.quick,
+                       resume=args.resume)
+    if "run" not in summary:  # a torchrun process other than rank 0
+        return
     stages = " + ".join(f"stage {n} ({s['steps']} steps, {s['seconds']:.0f} s)" for n, s in summary["stages"].items())
     print(f"pretrained {stages}: {summary['run']}\n"
           f"fine-tune and compare with scratch: highmodal transfer --config {config} --pretrained {summary['run']}")
@@ -501,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True, help="pretraining YAML (suite, model label, stages, masking)")
     sp.add_argument("--out", help="run directory (default: runs/pretrain-<config name>)")
     sp.add_argument("--quick", action="store_true", help="the config's quick settings: a smoke test")
+    sp.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same --config): "
+                    "finished stages are kept, the current one continues from its last checkpoint")
     sp = command(sub, "transfer", "fine-tuning from scratch vs from pretrained stages over seeds, "
                                   "few-shot probes and cross-modal retrieval")
     sp.add_argument("--config", required=True, help="the pretraining YAML (its transfer: section)")

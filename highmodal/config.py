@@ -142,6 +142,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     lr: float = 8e-4
     weight_decay: float = 1e-3
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])  # AdamW's
     warmup_frac: float = 0.05
     min_lr_ratio: float = 0.05
     grad_clip: float | None = 1.0
@@ -186,6 +187,7 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1,
             "eval_batch_size": self.eval_batch_size >= 1, "lr": self.lr > 0,
             "weight_decay": self.weight_decay >= 0, "warmup_frac": 0 <= self.warmup_frac < 1,
+            "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
             "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
             "grad_clip": self.grad_clip is None or self.grad_clip > 0,
             "threads": self.threads is None or self.threads >= 1,

@@ -43,7 +43,7 @@ from torch import nn
 
 from highmodal import __version__
 from highmodal.bench import flops
-from highmodal.config import AMP
+from highmodal.config import AMP, TrainConfig
 from highmodal.errors import HighmodalError, did_you_mean
 from highmodal.modalities.samples import random_values
 from highmodal.modalities.spec import ModalitySpec
@@ -55,6 +55,7 @@ from highmodal.tasks import Task
 from highmodal.training import engines
 from highmodal.training.engines import ENGINES
 from highmodal.training.precision import autocast
+from highmodal.training.trainer import Trainer
 
 try:
     import resource
@@ -202,33 +203,43 @@ def count_params(model: nn.Module) -> int:
 
 @dataclass
 class Runner:
-    """One implementation under test: its model, optimiser and numeric settings."""
+    """One implementation under test: its model, its training step and numeric settings. Ours trains
+    through the ``Trainer``'s own step (losses by task, balancing, clipping, the non-finite watch,
+    the fused AdamW, bf16 and ``torch.compile`` as configured); the reference through a plain one."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
     workload: Workload
     device: torch.device
     amp: str | None = None
+    trainer: Trainer | None = None
+    optimizer: torch.optim.Optimizer | None = None
 
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.amp)
 
+    def pieces(self, batches: dict[str, dict[str, torch.Tensor]], train: bool) -> list[Piece]:
+        """One piece per task; a pairwise workload trains on one modality piece per task, which the
+        model fuses."""
+        pairwise = train and self.workload.pairwise
+        return [Piece(t.name, t.modalities[0] if pairwise else None, batches[t.name]) for t in self.workload.tasks]
+
     def outputs(self, batches: dict[str, dict[str, torch.Tensor]], train: bool
                 ) -> list[torch.Tensor | tuple[torch.Tensor, ...]]:
-        """Logits of every task; through ``step_outputs`` for our models, as the trainer calls them.
-        A pairwise workload trains on one modality piece per task, which the model fuses."""
-        pairwise = train and self.workload.pairwise
-        pieces = [Piece(t.name, t.modalities[0] if pairwise else None, batches[t.name]) for t in self.workload.tasks]
+        """Logits of every task; through ``step_outputs`` for our models, as the trainer calls them."""
+        pieces = self.pieces(batches, train)
         if isinstance(self.model, MultitaskModel):
             return self.model.step_outputs(pieces)
         return [self.model(p.batch, p.task) for p in pieces]
 
     def train_step(self, batches: dict[str, dict[str, torch.Tensor]], targets: dict[str, torch.Tensor]) -> None:
         self.model.train()
+        if self.trainer is not None:
+            self.trainer.step([replace(p, batch=p.batch | {"target": targets[p.task]})
+                               for p in self.pieces(batches, train=True)])
+            return
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            outs = self.outputs(batches, train=True)
-        loss = sum(t.weight * piece_loss(lambda o, y: F.cross_entropy(o.float(), y), out, targets[t.name])
+        outs = self.outputs(batches, train=True)
+        loss = sum(t.weight * piece_loss(F.cross_entropy, out, targets[t.name])
                    for t, out in zip(self.workload.tasks, outs, strict=True))
         loss.backward()
         self.optimizer.step()
@@ -239,17 +250,29 @@ class Runner:
             return self.outputs(batches, train=False)
 
 
+@dataclass
+class _Steps:
+    """What the Trainer needs of a sampler when the bench hands it each step itself."""
+
+    weights: dict[str, float]
+
+    def __len__(self) -> int:
+        return 1
+
+
 def make_runner(impl: str, workload: Workload, device: torch.device, amp: str | None = None, compile: bool = False,
                 seed: int = 0) -> Runner:
-    """AMP, ``torch.compile`` and the fused optimizer are ours alone: the reference runs as the original
-    did (fp32, eager, the default Adam)."""
+    """AMP, ``torch.compile`` and the Trainer are ours alone: the reference runs as the original did
+    (fp32, eager, the default Adam). Our learning rate is held at the workload's (no schedule)."""
     model = build_model(impl, workload, seed).to(device)
-    ours = impl == "highmodal"
-    if ours and compile:
-        model.compile_step()
-    optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay,
-                                 fused=ours or None)  # ours: one kernel per step, as the Trainer's AdamW
-    return Runner(model, optimizer, workload, device, amp if ours else None)
+    if impl != "highmodal":
+        return Runner(model, workload, device, optimizer=torch.optim.Adam(
+            model.parameters(), lr=workload.lr, weight_decay=workload.weight_decay))
+    cfg = TrainConfig(epochs=1, lr=workload.lr, weight_decay=workload.weight_decay, warmup_frac=0.0, min_lr_ratio=1.0,
+                      device=str(device), amp=amp, compile=compile, memory_guard=False)
+    steps = _Steps({t.name: t.weight for t in workload.tasks})
+    trainer = Trainer(model, None, cfg, seed, progress=False, sampler=steps)
+    return Runner(model, workload, device, amp, trainer=trainer)
 
 
 def tokens_per_step(model: nn.Module, workload: Workload, batches: dict[str, dict[str, torch.Tensor]]) -> int:

@@ -3,10 +3,11 @@
 ``highmodal pretrain``: the pretraining config names a suite (packaged or a YAML path) and the label
 of one of its ``models:`` entries, so the model, its options and the data views (subword text, point
 sets) are exactly those that ``highmodal transfer`` (or ``train --init``) fine-tunes; the stages
-themselves are ``training/pretrain.py``'s. The run directory holds the final model
-(``model.safetensors`` + ``model.json``, loadable by ``train --init``), ``stage1/`` with the stage-1
-model when both stages ran, ``metrics.jsonl`` (mean loss per modality every ``log_every`` steps),
-``summary.json`` and ``reconstructions/`` pictures.
+themselves are ``training/pretrain.py``'s, trained by the one ``Trainer``. The run directory holds
+the final model (``model.safetensors`` + ``model.json``, loadable by ``train --init``), per stage
+``stage<n>/`` with ``metrics.jsonl`` (mean loss per modality every ``log_every`` steps), TensorBoard
+events and ``stage.json`` (plus the stage-1 model when stage 2 follows), ``summary.json`` and
+``reconstructions/`` pictures. ``--resume`` continues an interrupted run.
 
 ``highmodal transfer`` measures the pretrained models three ways against no pretraining:
 
@@ -28,29 +29,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from highmodal.config import from_mapping, read_yaml, to_mapping
+from highmodal.config import TrainConfig, from_mapping, read_yaml, to_mapping
 from highmodal.data.loaders import few_shot, fit_target_scale
 from highmodal.errors import HighmodalError
 from highmodal.experiments.baselines import simple_retrieval
 from highmodal.experiments.fewshot import fewshot
 from highmodal.experiments.retrieval import retrieve
-from highmodal.experiments.run import seed_runs, suite_for
+from highmodal.experiments.run import seed_runs, silent, suite_for
 from highmodal.experiments.stats import seed_summary
 from highmodal.experiments.suite import cap_suite, extra_experiment, load_suite_config
 from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.models.masked import DecoderOptions, MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
 from highmodal.tasks import TaskSuite
+from highmodal.training import distributed
 from highmodal.training.checkpoint import RunDir, load, save_model
 from highmodal.training.evaluation import aggregate
 from highmodal.training.pretrain import HEADS, StageConfig, require_tasks, run_stage, stage1_units, stage2_units
 from highmodal.training.reconstructions import save_reconstructions
+from highmodal.training.resume import checkpoint_dir
 
 TRANSFER_PARTS = ("finetune", "fewshot", "retrieval")
 
@@ -106,13 +111,24 @@ class PretrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
-    log_every: int = 50
+    amp: str | None = None  # bf16 autocast of each step, as ``train.amp``
+    log_every: int = 50  # steps per record and checkpoint (the Trainer's epoch); divides every stage's steps
     stage1: StageConfig = dataclasses.field(default_factory=StageConfig)
     stage2: StageConfig = dataclasses.field(default_factory=StageConfig)
     masking: dict[str, MaskOptions] = dataclasses.field(default_factory=dict)
     decoder: DecoderOptions = dataclasses.field(default_factory=DecoderOptions)
     transfer: TransferSettings = dataclasses.field(default_factory=TransferSettings)
     quick: QuickPretrain = dataclasses.field(default_factory=QuickPretrain)
+
+    def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise HighmodalError(f"pretrain.log_every: {self.log_every!r} is out of range (>= 1)")
+        for key in ("stage1", "stage2"):
+            steps = getattr(self, key).steps
+            if steps % self.log_every:
+                raise HighmodalError(f"pretrain.{key}.steps: {steps} is not a multiple of log_every "
+                                     f"({self.log_every}); each log record closes one epoch of the Trainer")
+        TrainConfig(amp=self.amp)  # the same check as train.amp
 
 def load_pretrain_config(path: Path, quick: bool = False) -> PretrainConfig:
     cfg = from_mapping(PretrainConfig, read_yaml(path), str(path))
@@ -123,7 +139,7 @@ def load_pretrain_config(path: Path, quick: bool = False) -> PretrainConfig:
         for stage in (cfg.stage1, cfg.stage2):
             stage.steps = min(stage.steps, q.steps)
             stage.tasks = None if stage.tasks is None else [t for t in stage.tasks if t in cfg.tasks] or None
-        cfg.log_every = min(cfg.log_every, q.steps)
+        cfg.log_every = math.gcd(cfg.stage1.steps, cfg.stage2.steps)
         t = cfg.transfer
         t.seeds, t.max_train, t.max_eval, t.epochs, t.shots = 1, q.max_train, q.max_eval, q.epochs, q.shots
         t.shot_epochs, t.shot_seeds = q.shot_epochs, 1
@@ -150,54 +166,95 @@ def pretraining_suite(cfg: PretrainConfig, config_dir: Path, data_root: Path | N
     return exp, suite_dir, suite_for(exp, suite_dir, data_root)
 
 def pretrain(cfg: PretrainConfig, config_path: Path, out: Path, data_root: Path | None, overwrite: bool = False,
-             progress: bool = True, log=print, quick: bool = False) -> dict:
-    """Run the configured stages; write the run directory (see the module doc); return the summary."""
+             progress: bool = True, log=print, quick: bool = False, resume: bool = False) -> dict:
+    """Run the configured stages; write the run directory (see the module doc); return the summary.
+
+    Each stage trains in ``stage<n>/`` of the run (metrics, TensorBoard, checkpoints) through the
+    ``Trainer``; ``resume`` continues an interrupted run of the same config: a finished stage is
+    read back, an interrupted one continues from its last checkpoint. Under ``torchrun`` every
+    process trains its share of each batch and rank 0 writes."""
     if cfg.stage1.steps == 0 and cfg.stage2.steps == 0:
         raise HighmodalError(f"{config_path}: stage1.steps and stage2.steps are both 0; nothing to pretrain")
+    device = distributed.setup(cfg.device)
+    main = distributed.is_main()
+    log = log if main else silent
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     exp, _, suite = pretraining_suite(cfg, config_path.parent, data_root, quick)
     if cfg.max_train is not None:
         suite = cap_suite(suite, cfg.max_train, cfg.max_train, cfg.seed)
-    units1 = stage1_units(suite, cfg.stage1, cfg.device) if cfg.stage1.steps else []
-    units2 = stage2_units(suite, cfg.stage2, cfg.device) if cfg.stage2.steps else []
-    run = RunDir(out, overwrite)
+    units1 = stage1_units(suite, cfg.stage1, device) if cfg.stage1.steps else []
+    units2 = stage2_units(suite, cfg.stage2, device) if cfg.stage2.steps else []
+    resolved = to_mapping(cfg) | {"config_dir": str(config_path.parent.resolve()), "quick": quick}
+    run = distributed.agree(lambda: RunDir(out, overwrite, resume))
+    if resume:
+        _same_config(run.path / "pretrain.yaml", resolved, out)
     try:
         torch.manual_seed(cfg.seed)
         model = create_model("omnivec2", suite.specs, [td.task for td in suite], preset=exp.model.preset,
-                             **exp.model.options).to(cfg.device)
+                             **exp.model.options).to(device)
         params = sum(p.numel() for p in model.parameters())
         log(f"omnivec2 ({exp.model.preset}): {params:,} parameters; pretraining on {len(suite)} tasks, "
             f"{len(suite.specs)} modalities")
-        resolved = to_mapping(cfg) | {"config_dir": str(config_path.parent.resolve()), "quick": quick}
-        atomic_write_text(run.path / "pretrain.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        if main and not resume:
+            atomic_write_text(run.path / "pretrain.yaml", yaml.safe_dump(resolved, sort_keys=False))
         summary: dict = {"params": params, "preset": exp.model.preset, "tasks": [td.task.name for td in suite],
                          "stages": {}}
-        stages = [(1, cfg.stage1, units1), (2, cfg.stage2, units2)]
-        for number, stage, units in stages:
-            if not stage.steps:
-                continue
-            mods = sorted({m for unit in units for _, m in unit})
-            mm = MaskedModeling(model, mods, cfg.masking, cfg.decoder).to(cfg.device)
-            summary["stages"][number] = run_stage(mm, units, stage, number, cfg.seed, cfg.log_every,
-                                                  run.path / "metrics.jsonl", log, progress)
-            summary["stages"][number]["masking"] = {m: dataclasses.asdict(o) for m, o in mm.options.items()}
-            summary["stages"][number]["pictures"] = save_reconstructions(
-                mm, suite, mods, run.path / "reconstructions", f"stage{number}")
-            if number == 1 and cfg.stage2.steps:
-                (run.path / "stage1").mkdir()
-                save_model(run.path / "stage1", model, "omnivec2", exp.model.preset, HEADS)
-        model.eval()
-        save_model(run.path, model, "omnivec2", exp.model.preset, HEADS)
-        summary["seconds"] = sum(s["seconds"] for s in summary["stages"].values())
-        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
-        final = run.commit()
+        for number, stage, units in [(1, cfg.stage1, units1), (2, cfg.stage2, units2)]:
+            if stage.steps:
+                summary["stages"][number] = _stage(cfg, model, suite, units, stage, number, run.path, exp.model.preset,
+                                                   resume, progress, log)
+        if main:
+            model.eval()
+            save_model(run.path, model, "omnivec2", exp.model.preset, HEADS)
+            summary["seconds"] = sum(s["seconds"] for s in summary["stages"].values())
+            atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
+            for folder in run.path.glob("stage*/checkpoints"):
+                shutil.rmtree(folder)
+            final = run.commit()
     except BaseException:
-        run.abort()
+        if main and run.abort():
+            log(f"the last checkpoint is kept in {run.path}; continue with: highmodal pretrain --resume ...")
         raise
+    if not main:
+        return summary
     log(f"pretrained in {summary['seconds']:.1f} s; run directory {final}")
     return summary | {"run": str(final)}
 
+
+def _stage(cfg: PretrainConfig, model, suite: TaskSuite, units, stage: StageConfig, number: int, root: Path,
+           preset: str, resume: bool, progress: bool, log) -> dict:
+    """One stage in ``root/stage<number>``: read back when it finished before (``stage.json``),
+    else trained (from its checkpoint when resuming). The stage-1 model is kept for stage 2."""
+    folder = root / f"stage{number}"
+    done = folder / "stage.json"
+    if resume and done.is_file():
+        if number == 1 and cfg.stage2.steps:
+            model.load_state_dict(load(folder, str(next(model.parameters()).device)).state_dict())
+        log(f"stage {number}: finished before; read back from {folder}")
+        return json.loads(done.read_text())
+    mods = sorted({m for unit in units for _, m in unit})
+    torch.manual_seed(1000 * cfg.seed + number)  # fresh decoders and masks, the same on resume
+    mm = MaskedModeling(model, mods, cfg.masking, cfg.decoder, stage.contrastive, stage.temperature,
+                        stage.contrastive_tokens).to(next(model.parameters()).device)
+    distributed.agree(lambda: folder.mkdir(exist_ok=True))
+    again = resume and checkpoint_dir(folder) is not None
+    summary = run_stage(mm, units, stage, number, cfg.seed, cfg.log_every, folder, log, progress, again, cfg.amp)
+    summary["masking"] = {m: dataclasses.asdict(o) for m, o in mm.options.items()}
+    if distributed.is_main():
+        summary["pictures"] = save_reconstructions(mm, suite, mods, root / "reconstructions", f"stage{number}")
+        if number == 1 and cfg.stage2.steps:
+            save_model(folder, model, "omnivec2", preset, HEADS)
+        atomic_write_text(done, json.dumps(summary, indent=2))
+    return summary
+
+
+def _same_config(saved: Path, resolved: dict, out: Path) -> None:
+    """``--resume`` continues only a run of the same settings."""
+    before = read_yaml(saved) if saved.is_file() else None
+    if before != yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False)):
+        raise HighmodalError(f"--resume {out}: the interrupted run was started with other settings "
+                             f"({saved}); pass the same --config (and --quick) or start over with --overwrite")
 
 
 def pretrained_stages(run: Path) -> dict[str, Path]:

@@ -48,7 +48,7 @@ def train_experiment(
     """
     device = distributed.setup(cfg.train.device)
     main = distributed.is_main()
-    log = log if main else _silent
+    log = log if main else silent
     run = distributed.agree(lambda: RunDir(out, overwrite, resume))
     try:
         if cfg.train.threads:
@@ -90,7 +90,7 @@ def train_experiment(
     return final, results, summary
 
 
-def _silent(*args, **kwargs) -> None:
+def silent(*args, **kwargs) -> None:
     """The log of processes other than rank 0: one process reports for all."""
 
 

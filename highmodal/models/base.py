@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.nn.losses import LOSSES
 from highmodal.tasks import Task
 
 
@@ -20,6 +21,7 @@ class Piece:
     task: str
     modality: str | None
     batch: dict[str, torch.Tensor]
+    rows: str | None = None  # pieces of one step with the same ``rows`` hold the same rows (None: by task)
 
 
 @dataclass
@@ -55,6 +57,12 @@ class MultitaskModel(nn.Module):
         A piece's output may be a tuple of outputs of several paths; its loss is then their mean
         (``piece_loss``)."""
         return [self(p.batch, p.task) for p in pieces]
+
+    def step_losses(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
+        """The training loss of every piece of a step: what the Trainer optimises (a model trained
+        without labels, as ``models/masked.py``'s, returns its own losses instead)."""
+        return [piece_loss(LOSSES.get(self.task(p.task).target), out, p.batch["target"])
+                for p, out in zip(pieces, self.step_outputs(pieces), strict=True)]
 
     def forecast_view(self, batch: dict[str, torch.Tensor], task: str) -> ForecastView:
         """What a forecasting task's encoder reads and how its head's output is mapped back (see

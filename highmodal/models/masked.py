@@ -42,6 +42,7 @@ from torch import nn
 from highmodal.errors import HighmodalError
 from highmodal.modalities.spec import ModalitySpec
 from highmodal.modalities.tokenizers.base import Tokenizer, Tokens
+from highmodal.models.base import Piece
 from highmodal.models.omnivec2 import OmniVec2
 from highmodal.nn.masking import (
     RECONSTRUCTION,
@@ -117,8 +118,12 @@ class MaskedModeling(nn.Module):
     """Masked-modelling losses for ``modalities`` of ``model``, with their decoders."""
 
     def __init__(self, model: OmniVec2, modalities: Sequence[str], masking: dict[str, MaskOptions] | None = None,
-                 decoder: DecoderOptions | None = None) -> None:
+                 decoder: DecoderOptions | None = None, contrastive: float = 0.0, temperature: float = 0.07,
+                 contrastive_tokens: bool = False) -> None:
+        """``contrastive`` > 0 adds that weight of ``contrastive_loss`` (at ``temperature``, on tokens
+        with ``contrastive_tokens``) to every stage-2 step whose two pieces hold the same rows."""
         super().__init__()
+        self.contrastive, self.temperature, self.contrastive_tokens = contrastive, temperature, contrastive_tokens
         if model.cfg.tokenizer != "modality":
             raise HighmodalError("pretrain: masked modelling needs modality tokenizers (model.options.tokenizer: "
                                  "modality); the unified tokenizer has no per-token targets")
@@ -205,9 +210,9 @@ class MaskedModeling(nn.Module):
         if e.keep is None:
             x = self.dec_in(h) + (0 if pos is None else pos)
         else:
-            full = self.mask_token[modality].expand(b, n, -1)
-            placed = torch.zeros_like(full).scatter(1, e.idx.unsqueeze(-1).expand(-1, -1, full.shape[-1]),
-                                                    self.dec_in(h))
+            kept = self.dec_in(h)  # bf16 under autocast, while the mask token stays fp32
+            full = self.mask_token[modality].to(kept.dtype).expand(b, n, -1)
+            placed = torch.zeros_like(full).scatter(1, e.idx.unsqueeze(-1).expand(-1, -1, full.shape[-1]), kept)
             x = torch.where(e.keep.unsqueeze(-1), placed, full) + pos
         pred = self.out[modality](gather_tokens(self.decoder(x, t.mask), idx))
         target = gather_tokens(t.targets, idx)
@@ -234,6 +239,22 @@ class MaskedModeling(nn.Module):
         ea, eb = self.encode(batch_a, a, 2), self.encode(batch_b, b, 2)
         (za, _), (zb, _) = self.model.fuse((ea.h, ea.mask), (eb.h, eb.mask))
         return {a: self.loss(ea, a, za), b: self.loss(eb, b, zb)}
+
+    def step_losses(self, pieces: Sequence[Piece]) -> list[torch.Tensor]:
+        """The Trainer's step (``training/pretrain.py`` yields the pieces): one piece is a stage-1
+        step on its modality, two a stage-2 step on both. The contrastive term of a pair of the same
+        rows is shared equally by its two pieces, so their sum is the stage's objective."""
+        if len(pieces) == 1:
+            (p,) = pieces
+            return [self.stage1_loss(p.batch, p.modality)]
+        pa, pb = pieces
+        losses = self.stage2_loss(pa.batch, pa.modality, pb.batch, pb.modality)
+        out = [losses[pa.modality], losses[pb.modality]]
+        if self.contrastive and pa.rows is not None and pa.rows == pb.rows:
+            half = self.contrastive / 2 * self.contrastive_loss(pa.batch, pa.modality, pb.batch, pb.modality,
+                                                                self.temperature, self.contrastive_tokens)
+            out = [loss + half for loss in out]
+        return out
 
     def contrastive_loss(self, batch_a: dict[str, torch.Tensor], a: str, batch_b: dict[str, torch.Tensor], b: str,
                          temperature: float, tokens: bool = False) -> torch.Tensor:

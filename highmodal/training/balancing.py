@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from highmodal.registry import Registry
-from highmodal.tasks import Task
 
 BALANCERS: Registry[type] = Registry("balance")
 
@@ -23,9 +22,9 @@ class Balancer(nn.Module):
     """``combine(task, loss)`` → weighted loss term; ``end_epoch`` sees the epoch's mean losses.
     ``state()`` / ``load_state()`` round-trip through a checkpoint's JSON progress record."""
 
-    def __init__(self, tasks: dict[str, Task], temperature: float = 2.0) -> None:
+    def __init__(self, weights: dict[str, float], temperature: float = 2.0) -> None:
         super().__init__()
-        self.base = {n: t.weight for n, t in tasks.items()}
+        self.base = dict(weights)
 
     def combine(self, task: str, loss: torch.Tensor) -> torch.Tensor:
         return self.base[task] * loss
@@ -53,11 +52,11 @@ class DynamicWeightAverage(Balancer):
     """w_k = K · softmax_k(r_k / T), r_k = L_k(e−1) / L_k(e−2): a task whose loss fell least over the
     last epoch gets more weight. Weights are 1 for the first two epochs (no rate yet), as in DWA."""
 
-    def __init__(self, tasks: dict[str, Task], temperature: float = 2.0) -> None:
-        super().__init__(tasks, temperature)
+    def __init__(self, weights: dict[str, float], temperature: float = 2.0) -> None:
+        super().__init__(weights, temperature)
         self.temperature = temperature
         self.history: list[dict[str, float]] = []
-        self.current = {n: 1.0 for n in tasks}
+        self.current = {n: 1.0 for n in weights}
 
     def combine(self, task: str, loss: torch.Tensor) -> torch.Tensor:
         return self.base[task] * self.current[task] * loss
@@ -94,9 +93,9 @@ class DynamicWeightAverage(Balancer):
 class Uncertainty(Balancer):
     """Learned log-variances s_k: ½·exp(−s_k)·L_k + ½·s_k (LibMTL's form for every task type)."""
 
-    def __init__(self, tasks: dict[str, Task], temperature: float = 2.0) -> None:
-        super().__init__(tasks, temperature)
-        self.log_var = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in tasks})
+    def __init__(self, weights: dict[str, float], temperature: float = 2.0) -> None:
+        super().__init__(weights, temperature)
+        self.log_var = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in weights})
 
     def combine(self, task: str, loss: torch.Tensor) -> torch.Tensor:
         s = self.log_var[task]
@@ -114,5 +113,6 @@ class Uncertainty(Balancer):
         return {n: self.base[n] * 0.5 * math.exp(-float(p.detach())) for n, p in self.log_var.items()}
 
 
-def create_balancer(name: str, tasks: dict[str, Task], temperature: float) -> Balancer:
-    return BALANCERS.get(name)(tasks, temperature)
+def create_balancer(name: str, weights: dict[str, float], temperature: float) -> Balancer:
+    """``weights``: each loss key's configured weight (a task's ``weight``)."""
+    return BALANCERS.get(name)(weights, temperature)

@@ -105,12 +105,10 @@ class RunDir:
     A partial run that reached a checkpoint is kept, so ``--resume`` can continue it."""
 
     def __init__(self, path: str | Path, overwrite: bool = False, resume: bool = False) -> None:
-        from highmodal.training.resume import checkpoint_dir
-
         self.final = Path(path)
         self.path = self.partial(self.final)
         if resume:
-            if checkpoint_dir(self.path) is None:
+            if not self.resumable(self.path):
                 raise HighmodalError(f"{self.final}: no interrupted run to resume ({self.path} has no checkpoint)")
             return
         refuse_to_replace(self.final, overwrite)
@@ -122,6 +120,13 @@ class RunDir:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir()
+
+    @staticmethod
+    def resumable(path: Path) -> bool:
+        """A checkpoint in ``path`` or in one of its folders (a pretraining run's stages)."""
+        from highmodal.training.resume import checkpoint_dir
+
+        return path.is_dir() and any(checkpoint_dir(d) is not None for d in [path, *path.iterdir()] if d.is_dir())
 
     @staticmethod
     def partial(final: Path) -> Path:
@@ -146,9 +151,7 @@ class RunDir:
 
     def abort(self) -> bool:
         """Remove the partial run unless it holds a checkpoint; returns whether it was kept."""
-        from highmodal.training.resume import checkpoint_dir
-
-        if checkpoint_dir(self.path) is not None:
+        if self.resumable(self.path):
             return True
         shutil.rmtree(self.path, ignore_errors=True)
         return False

@@ -9,9 +9,9 @@ import torch
 
 from highmodal.metrics import chance_metrics, compute_metrics, metric_names, skill
 from highmodal.models.base import MultitaskModel
+from highmodal.nn.losses import LOSSES
 from highmodal.tasks import TaskSuite
 from highmodal.training.batching import TaskTensors
-from highmodal.training.losses import LOSSES
 
 
 @torch.no_grad()

@@ -5,8 +5,9 @@ Only training splits are read and labels are never used, except that a pairing t
 are no pairs (``stage2.keep_target``). Stage 1 iterates over the modalities (one batch of one modality
 per step, the order reshuffled each cycle: §3.2 "we iterate between modalities while keeping the
 transformer network common"); stage 2 over the paired tasks (one batch of two modalities of the same
-samples per step). Each stage has its own decoders, AdamW (MAE's betas 0.9/0.95) with warm-up and
-cosine decay, and a step budget.
+samples per step). Each stage has its own decoders and a step budget, and trains through the one
+``Trainer`` (so it resumes, runs in bf16 and under torchrun as training does) with AdamW (MAE's betas
+0.9/0.95), warm-up and cosine decay.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from highmodal.config import TrainConfig
 from highmodal.errors import HighmodalError, did_you_mean
+from highmodal.models.base import Piece
 from highmodal.models.masked import MaskedModeling
 from highmodal.tasks import TaskSuite
+from highmodal.training import distributed
 from highmodal.training.batching import TaskTensors
-from highmodal.training.divergence import FiniteWatch
-from highmodal.training.trainer import warmup_cosine
+from highmodal.training.trainer import Trainer
 
 PAIRS = ("paired", "any")
 HEADS = ["heads", "unified_head"]  # never trained by pretraining: `train --init` starts them fresh
@@ -124,73 +128,76 @@ def stage2_units(suite: TaskSuite, stage: StageConfig, device: str = "cpu") -> l
     return units
 
 
-def draw_batches(unit: Unit, size: int, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
-    """One batch per stream; streams of the same rows share the draw, others get as many rows each.
-    Rows are drawn by ``gen`` on the data's device, so no index is copied in per step."""
-    n = min(size, *(len(t) for t, _ in unit))
-    drawn: dict[int, dict[str, torch.Tensor]] = {}
-    for tensors, _ in unit:
-        if id(tensors) not in drawn:
-            drawn[id(tensors)] = tensors.batch(torch.randperm(len(tensors), generator=gen, device=gen.device)[:n])
-    return [drawn[id(t)] for t, _ in unit]
+class UnitSampler:
+    """A stage's steps for the ``Trainer``: an epoch is ``steps`` steps, each one unit (drawn in a
+    fresh random order, reshuffled each time every unit has had a step) with one batch per stream.
+    Streams of the same rows share the draw (``Piece.rows`` says so); others get as many rows each.
+    Rows are taken in order from one permutation per stream and pass, held on the data's device, so
+    no index is copied in per step. Every draw comes from the epoch's ``rng``, so a resumed stage
+    replays its batches exactly. Pieces are named by modality: the losses are logged per modality."""
+
+    piece = "modality"
+
+    def __init__(self, units: list[Unit], batch_size: int, steps: int, label: str = "") -> None:
+        self.units, self.batch_size, self.steps, self.label = units, batch_size, steps, label
+        self.sources = list({id(t): t for unit in units for t, _ in unit}.values())
+        self.weights = {m: 1.0 for unit in units for _, m in unit}
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def epoch(self, rng: np.random.Generator, active: set[str] | None = None) -> Iterator[list[Piece]]:
+        perms: dict[int, torch.Tensor] = {}
+        cursor: dict[int, int] = {}
+
+        def rows(source: int, n: int) -> torch.Tensor:
+            tensors = self.sources[source]
+            if cursor.get(source, math.inf) + n > len(perms.get(source, ())):
+                perms[source] = torch.as_tensor(rng.permutation(len(tensors))).to(tensors.y.device)
+                cursor[source] = 0
+            cursor[source] += n
+            return perms[source][cursor[source] - n : cursor[source]]
+
+        index = {id(t): i for i, t in enumerate(self.sources)}
+        order: list[int] = []
+        for _ in range(self.steps):
+            if not order:
+                order = list(rng.permutation(len(self.units)))
+            unit = self.units[order.pop()]
+            n = min(self.batch_size, *(len(t) for t, _ in unit))
+            drawn: dict[int, dict[str, torch.Tensor]] = {}
+            for tensors, _ in unit:
+                if index[id(tensors)] not in drawn:
+                    drawn[index[id(tensors)]] = tensors.batch(rows(index[id(tensors)], n))
+            yield [Piece(m, m, drawn[index[id(t)]], rows=f"{t.task.name}#{index[id(t)]}") for t, m in unit]
+
+
+def stage_config(stage: StageConfig, steps_per_epoch: int, device: str, amp: str | None) -> TrainConfig:
+    """The Trainer's settings for a stage: AdamW with MAE's betas (0.9, 0.95), warm-up and cosine
+    decay to 0, gradients clipped at norm 1, one epoch per log record."""
+    return TrainConfig(epochs=stage.steps // steps_per_epoch, batch_size=stage.batch_size, lr=stage.lr,
+                       weight_decay=stage.weight_decay, betas=[0.9, 0.95], warmup_frac=stage.warmup_frac,
+                       min_lr_ratio=0.0, grad_clip=1.0, device=device, memory_guard=False, amp=amp)
 
 
 def run_stage(mm: MaskedModeling, units: list[Unit], stage: StageConfig, number: int, seed: int, log_every: int,
-              metrics: Path, log, progress: bool) -> dict:
-    """Train ``mm`` for ``stage.steps`` steps, appending a record to ``metrics`` every ``log_every``;
-    returns the stage summary. Losses are summed on the device and non-finite losses or gradients
-    are read by ``FiniteWatch``, so between log records no step waits for the device."""
+              run_dir: Path | None, log, progress: bool, resume: bool = False, amp: str | None = None) -> dict:
+    """Train ``mm`` for ``stage.steps`` steps through the ``Trainer`` (an epoch every ``log_every``
+    steps: one record in ``run_dir/metrics.jsonl``, a checkpoint to resume from); returns the stage
+    summary."""
     if not units:
         raise HighmodalError(f"pretrain.stage{number}: no data to pretrain on (no "
                              f"{'modality' if number == 1 else 'paired task'} selected)")
-    rng = np.random.default_rng([seed, number])
-    device = next(mm.parameters()).device
-    gen = torch.Generator(device).manual_seed(int(rng.integers(2**63)))
-    watch = FiniteWatch(device, piece="modality", advice="; lower the learning rate")
-    opt = torch.optim.AdamW(mm.parameters(), lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(stage.steps, stage.warmup_frac, 0.0))
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    history = []
-    order: list[int] = []
+    device = str(next(mm.parameters()).device)
+    sampler = UnitSampler(units, stage.batch_size, log_every, f"pretrain stage {number}, ")
+    trainer = Trainer(mm, None, stage_config(stage, log_every, device, amp), 1000 * seed + number,
+                      run_dir, progress, sampler=sampler)
     t0 = time.perf_counter()
-    mm.train()
-    for step in tqdm(range(stage.steps), desc=f"stage {number}", unit="step", disable=not progress, leave=False):
-        if not order:
-            order = list(rng.permutation(len(units)))
-        unit = units[order.pop()]
-        batches = draw_batches(unit, stage.batch_size, gen)
-        mods = [m for _, m in unit]
-        if number == 1:
-            losses = {mods[0]: mm.stage1_loss(batches[0], mods[0])}
-        else:
-            losses = mm.stage2_loss(batches[0], mods[0], batches[1], mods[1])
-            if stage.contrastive and batches[0] is batches[1]:
-                losses[f"{mods[0]}~{mods[1]}"] = stage.contrastive * mm.contrastive_loss(
-                    batches[0], mods[0], batches[1], mods[1], stage.temperature, stage.contrastive_tokens)
-        total = sum(losses.values())
-        nonfinite = ~torch.isfinite(torch.stack([*losses.values(), total]).detach())
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        norm = torch.nn.utils.clip_grad_norm_(mm.parameters(), 1.0)
-        tasks = ", ".join(sorted({t.task.name for t, _ in unit}))
-        watch.add(f"pretrain stage {number}, step {step + 1} (task {tasks})", list(losses), nonfinite[None], norm)
-        watch.poll()
-        opt.step()
-        sched.step()
-        for m, v in losses.items():
-            sums[m] = sums.get(m, 0) + v.detach()
-            counts[m] = counts.get(m, 0) + 1
-        if (step + 1) % log_every == 0 or step + 1 == stage.steps:
-            watch.drain()
-            record = {"stage": number, "step": step + 1, "seconds": time.perf_counter() - t0,
-                      "loss": {m: float(sums[m]) / counts[m] for m in sorted(sums)}}
-            history.append(record)
-            with metrics.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            sums, counts = {}, {}
+    trainer.fit(resume)
     seconds = time.perf_counter() - t0
-    last = history[-1]["loss"] if history else {}
+    history = [] if run_dir is None or not distributed.is_main() else [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = history[-1]["train_loss"] if history else {}
     log(f"stage {number}: {stage.steps} steps in {seconds:.1f} s; last losses "
         + ", ".join(f"{m} {v:.3f}" for m, v in last.items()))
     return {"steps": stage.steps, "seconds": seconds, "history": history, "units": len(units)}

@@ -7,6 +7,7 @@ sharded over them (``fsdp``, ``training/fsdp.py``); rank 0 alone writes and repo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -18,14 +19,13 @@ from tqdm import tqdm
 
 from highmodal.config import TrainConfig
 from highmodal.errors import HighmodalError, did_you_mean
-from highmodal.models.base import MultitaskModel, Piece, piece_loss
+from highmodal.models.base import MultitaskModel, Piece
 from highmodal.tasks import TaskSuite
 from highmodal.training import distributed, fsdp
 from highmodal.training.balancing import create_balancer
 from highmodal.training.batching import TaskTensors, micro_batches
 from highmodal.training.divergence import FiniteWatch
 from highmodal.training.evaluation import aggregate, evaluate_suite
-from highmodal.training.losses import LOSSES
 from highmodal.training.memory import GIB, available_bytes, check_step_fits, hint, oom_as_error
 from highmodal.training.precision import autocast
 from highmodal.training.resume import Progress, load_checkpoint, save_checkpoint, trim_log
@@ -47,13 +47,55 @@ def warmup_cosine(total_steps: int, warmup_frac: float, min_ratio: float):
 
 class Trainer:
     def __init__(
-        self, model: MultitaskModel, suite: TaskSuite, cfg: TrainConfig, seed: int = 0,
-        run_dir: Path | None = None, progress: bool = True,
+        self, model: MultitaskModel, suite: TaskSuite | None, cfg: TrainConfig, seed: int = 0,
+        run_dir: Path | None = None, progress: bool = True, sampler=None,
     ) -> None:
+        """``sampler`` (None: the model's multitask sampler over ``suite``'s training splits) brings
+        steps from elsewhere, as masked pretraining's (``training/pretrain.py``): it names its loss
+        keys in ``weights``, its pieces' kind in ``piece`` and a prefix for messages in ``label``, and
+        the run has no validation (the last epoch's weights are kept)."""
         self.model, self.suite, self.cfg, self.seed = model, suite, cfg, seed
         self.run_dir, self.progress = run_dir, progress
         self.main = distributed.is_main()
         self.device = torch.device(cfg.device)
+        if sampler is None:
+            self._supervised(suite, cfg)
+        else:
+            self.sampler, self.weights = sampler, dict(sampler.weights)
+            self.train_data, self.select, self.val_suite, self.val_data = {}, set(), None, {}
+        self.label, piece = getattr(self.sampler, "label", ""), getattr(self.sampler, "piece", "task")
+        self.epochs = cfg.epochs_for(len(self.sampler))
+        self.total_steps = self.epochs * len(self.sampler)
+        self.balancer = create_balancer(cfg.balance, self.weights, cfg.balance_temperature).to(self.device)
+        extra = list(self.balancer.parameters())
+        distributed.broadcast_([*model.parameters(), *extra, *model.buffers()])
+        self.sharded = cfg.parallel == "fsdp" and distributed.world() > 1
+        if self.sharded:  # before the optimizer, which must hold the shards
+            fsdp.shard(model)
+        if cfg.compile:
+            model.compile_step()
+        groups = [{"params": list(model.parameters())}]
+        if extra:
+            groups.append({"params": extra, "weight_decay": 0.0})
+        # Fused: one kernel for the whole update instead of a loop of small ones (not for sharded DTensors).
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas),
+                                           fused=not self.sharded or None)
+        # The parameters whose gradients the trainer sums over processes itself: all under ddp, only
+        # the balancer's under fsdp (FSDP reduces the model's in backward).
+        self.summed = extra if self.sharded else [p for g in groups for p in g["params"]]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
+        )
+        self.watch = FiniteWatch(self.device, piece=piece)
+        self.stopping = TaskStopping(getattr(model, "heads", None), list(self.weights), cfg.task_patience,
+                                     cfg.task_epochs, cfg.task_reentry, cfg.task_hold)
+        if self.stopping.enabled and self.sharded:
+            raise HighmodalError("train.task_patience / train.task_epochs: not supported with train.parallel: "
+                                 "fsdp (heads are restored from full weights); use ddp")
+
+    def _supervised(self, suite: TaskSuite, cfg: TrainConfig) -> None:
+        """Steps from the model's multitask sampler over the suite's training splits; validation on
+        the trained tasks (or ``select_on``)."""
         names = [td.task.name for td in suite]
         for key in ("only_tasks", "select_on"):
             for n in getattr(cfg, key) or ():
@@ -68,38 +110,10 @@ class Trainer:
         self.val_suite = TaskSuite([td for td in suite if td.task.name in watched])
         self.train_data = {td.task.name: TaskTensors(td.task, td.splits["train"], self.device) for td in trained}
         self.val_data = {td.task.name: TaskTensors(td.task, td.splits["val"], self.device) for td in self.val_suite}
-        self.batch_sizes = {td.task.name: td.task.batch_size or cfg.batch_size for td in trained}
-        self.sampler = create_sampler(cfg.sampler or model.default_sampler, self.train_data, self.batch_sizes,
+        self.weights = {n: d.task.weight for n, d in self.train_data.items()}
+        batch_sizes = {td.task.name: td.task.batch_size or cfg.batch_size for td in trained}
+        self.sampler = create_sampler(cfg.sampler or self.model.default_sampler, self.train_data, batch_sizes,
                                       cfg.pair_alpha)
-        self.epochs = cfg.epochs_for(len(self.sampler))
-        self.total_steps = self.epochs * len(self.sampler)
-        self.balancer = create_balancer(cfg.balance, {n: d.task for n, d in self.train_data.items()},
-                                        cfg.balance_temperature).to(self.device)
-        extra = list(self.balancer.parameters())
-        distributed.broadcast_([*model.parameters(), *extra, *model.buffers()])
-        self.sharded = cfg.parallel == "fsdp" and distributed.world() > 1
-        if self.sharded:  # before the optimizer, which must hold the shards
-            fsdp.shard(model)
-        if cfg.compile:
-            model.compile_step()
-        groups = [{"params": list(model.parameters())}]
-        if extra:
-            groups.append({"params": extra, "weight_decay": 0.0})
-        # Fused: one kernel for the whole update instead of a loop of small ones (not for sharded DTensors).
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           fused=not self.sharded or None)
-        # The parameters whose gradients the trainer sums over processes itself: all under ddp, only
-        # the balancer's under fsdp (FSDP reduces the model's in backward).
-        self.summed = extra if self.sharded else [p for g in groups for p in g["params"]]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_frac, cfg.min_lr_ratio)
-        )
-        self.watch = FiniteWatch(self.device)
-        self.stopping = TaskStopping(getattr(model, "heads", None), list(self.train_data), cfg.task_patience,
-                                     cfg.task_epochs, cfg.task_reentry, cfg.task_hold)
-        if self.stopping.enabled and self.sharded:
-            raise HighmodalError("train.task_patience / train.task_epochs: not supported with train.parallel: "
-                                 "fsdp (heads are restored from full weights); use ddp")
 
     def _drop_modalities(self, batch: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Modality dropout: hide each modality with probability p, always keeping at least one, so
@@ -111,7 +125,7 @@ class Trainer:
         hidden = {m for m, d in zip(modalities, drop, strict=True) if d}
         return {k: v for k, v in batch.items() if k not in hidden and k.removesuffix("_mask") not in hidden}
 
-    def _step(self, pieces: list[Piece], where: str) -> list[tuple[str, torch.Tensor]]:
+    def step(self, pieces: list[Piece], where: str = "step") -> list[tuple[str, torch.Tensor]]:
         """One optimizer update; returns each piece's (task, loss). With ``grad_accum`` = K every
         piece's batch is cut into K micro-batches (row-aligned, so paired streams stay paired) and
         each slice of the step is backpropagated before the next, so activations shrink K-fold while
@@ -128,9 +142,8 @@ class Trainer:
         Non-finite losses and gradients are flagged on the device and read by ``FiniteWatch``
         (``training/divergence.py``), so a step does not wait for the device to finish."""
         for p in pieces:
-            modalities = self.model.task(p.task).modalities
-            if p.modality is None and self.cfg.modality_dropout > 0 and len(modalities) > 1:
-                p.batch = self._drop_modalities(p.batch, modalities)
+            if p.modality is None and self.cfg.modality_dropout > 0 and len(self.model.task(p.task).modalities) > 1:
+                p.batch = self._drop_modalities(p.batch, self.model.task(p.task).modalities)
         accum = self.cfg.grad_accum
         rows = [len(p.batch["target"]) for p in pieces]
         slices = [micro_batches(distributed.shard(p.batch), accum) for p in pieces]
@@ -146,13 +159,10 @@ class Trainer:
                 if not keep:  # fewer rows than micro-batches
                     break
                 shares = [len(slices[i][k]["target"]) / rows[i] for i in keep]
-                micro = [Piece(pieces[i].task, pieces[i].modality, slices[i][k] if share else lead[i][k])
+                micro = [dataclasses.replace(pieces[i], batch=slices[i][k] if share else lead[i][k])
                          for i, share in zip(keep, shares, strict=True)]
-                parts = []
                 with autocast(self.device, self.cfg.amp):  # forward and loss; backward outside, as torch advises
-                    for i, p, share, out in zip(keep, micro, shares, self.model.step_outputs(micro), strict=True):
-                        loss = piece_loss(LOSSES.get(self.model.task(p.task).target), out, p.batch["target"])
-                        parts.append((i, loss, share))
+                    parts = list(zip(keep, self.model.step_losses(micro), shares, strict=True))
                     total = sum(self.balancer.combine(pieces[i].task, loss) * share
                                 * self.stopping.weight(pieces[i].task) for i, loss, share in parts)
                 for i, loss, _ in parts:
@@ -194,7 +204,7 @@ class Trainer:
 
     def check_memory(self) -> int | None:
         """The resource guard: refuse, before the first step, a step that cannot fit in memory."""
-        if not self.cfg.memory_guard:
+        if not self.cfg.memory_guard or not self.train_data:  # steps from elsewhere are not planned
             return None
         budget = (int(self.cfg.memory_budget_gb * GIB) if self.cfg.memory_budget_gb is not None
                   else available_bytes(self.device))
@@ -209,6 +219,19 @@ class Trainer:
         best = None if best_state is None else fsdp.gather(best_state)
         if self.main:
             save_checkpoint(self.run_dir, weights, optimizer, self.scheduler, p, best, self.stopping.flat_heads())
+
+    def _validate(self, p: Progress, record: dict) -> dict:
+        """Score the epoch on the validation splits into ``record``; a better score than any before
+        becomes the best epoch (NaN never wins, but epoch 1 always counts). Returns the results."""
+        with oom_as_error(f"validation after epoch {p.epoch}", "lower train.eval_batch_size"):
+            val = distributed.agree(lambda: evaluate_suite(
+                self.model, self.val_suite, "val", self.cfg.eval_batch_size, tensors=self.val_data),
+                everywhere=self.sharded)
+        score = aggregate({n: r for n, r in val.items() if n in self.select})
+        if p.best_epoch < 1 or score > p.best_score:
+            p.best_score, p.best_epoch, p.best_val = score, p.epoch, val
+        record |= {"val_score": score, "val": {n: r["metrics"] for n, r in val.items()}}
+        return val
 
     def fit(self, resume: bool = False) -> dict:
         """Train for ``cfg.epochs_for(steps per epoch)`` epochs (or until per-task early stopping has stopped
@@ -244,7 +267,7 @@ class Trainer:
                 for head in self.stopping.held():
                     head.eval()
                 rng.bit_generator.state = p.epoch_rng
-                seen = dict.fromkeys(self.train_data, 0)
+                seen = dict.fromkeys(self.weights, 0)
                 active = self.stopping.active() if self.stopping.enabled else None  # at full weight
                 drawn = None if active is None else self.stopping.sampled()
                 for i, pieces in enumerate(self.sampler.epoch(rng, drawn)):
@@ -252,10 +275,11 @@ class Trainer:
                         seen[piece.task] += 1
                     if i < p.step_in_epoch:  # already trained before the interruption: replay the draw only
                         continue
-                    where = f"epoch {p.epoch}, step {p.step + 1}, batch " + ", ".join(
-                        f"{q.task}#{seen[q.task]}" + (f" ({q.modality})" if q.modality else "") for q in pieces)
+                    where = f"{self.label}epoch {p.epoch}, step {p.step + 1}, batch " + ", ".join(
+                        f"{q.task}#{seen[q.task]}" + (f" ({q.modality})" if q.modality not in (None, q.task) else "")
+                        for q in pieces)
                     if pieces:
-                        losses = self._step(pieces, where)
+                        losses = self.step(pieces, where)
                     else:  # every task of this step has stopped: only the learning-rate schedule moves on
                         self.scheduler.step()
                         losses = []
@@ -271,31 +295,26 @@ class Trainer:
                         self._save(p, best_state)
                 self.watch.drain()
                 train_loss = {n: float(p.sums[n]) / p.counts[n] if p.counts.get(n) else math.nan
-                              for n in self.train_data}
+                              for n in self.weights}
                 weights = self.balancer.weights()  # the weights this epoch trained with
                 self.balancer.end_epoch(train_loss)
                 self.model.eval()
-                with oom_as_error(f"validation after epoch {p.epoch}", "lower train.eval_batch_size"):
-                    val = distributed.agree(lambda: evaluate_suite(
-                        self.model, self.val_suite, "val", self.cfg.eval_batch_size, tensors=self.val_data),
-                        everywhere=self.sharded)
-                score = aggregate({n: r for n, r in val.items() if n in self.select})
-                if best_state is None or score > p.best_score:  # NaN never wins, but epoch 1 always counts
-                    best_state = copy.deepcopy(self.model.state_dict())
-                    p.best_score, p.best_epoch = score, p.epoch
-                    p.best_val = val
-                record = {
-                    "epoch": p.epoch, "step": p.step, "lr": self.scheduler.get_last_lr()[0],
-                    "train_loss": train_loss, "loss_weights": weights, "val_score": score,
-                    "val": {n: r["metrics"] for n, r in val.items()}, "seconds": time.perf_counter() - t0,
-                }
+                record = {"epoch": p.epoch, "step": p.step, "lr": self.scheduler.get_last_lr()[0],
+                          "train_loss": train_loss, "loss_weights": weights}
+                if self.val_suite:
+                    val = self._validate(p, record)
+                    if p.best_epoch == p.epoch:
+                        best_state = copy.deepcopy(self.model.state_dict())
+                else:  # nothing to select on: the last epoch is the model
+                    p.best_epoch = p.epoch
+                record["seconds"] = time.perf_counter() - t0
                 if self.stopping.enabled:
                     record["trained"] = sorted(active)
                     if self.cfg.task_hold:
                         record["held"] = sorted(set(self.train_data) - active)
                     record["task_events"] = self.stopping.end_epoch(p.epoch, {n: r["skill"] for n, r in val.items()})
                     p.tasks = self.stopping.state()
-                bar.set_postfix(epoch=p.epoch, val=f"{score:.3f}")
+                bar.set_postfix(epoch=p.epoch, **({"val": f"{record['val_score']:.3f}"} if self.val_suite else {}))
                 p.epoch, p.step_in_epoch, p.sums, p.counts = p.epoch + 1, 0, {}, {}
                 p.epoch_rng, p.balance = rng.bit_generator.state, self.balancer.state()
                 if self.run_dir is not None:
@@ -303,19 +322,21 @@ class Trainer:
                 if writer is not None and log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    writer.add_scalar("val/score", score, p.step)
                     writer.add_scalar("lr", record["lr"], p.step)
                     for n, loss in train_loss.items():
                         writer.add_scalar(f"train_loss/{n}", loss, p.step)
-                    for n, r in val.items():
-                        for metric, value in r["metrics"].items():
-                            writer.add_scalar(f"val/{n}/{metric}", value, p.step)
+                    if self.val_suite:
+                        writer.add_scalar("val/score", record["val_score"], p.step)
+                        for n, r in val.items():
+                            for metric, value in r["metrics"].items():
+                                writer.add_scalar(f"val/{n}/{metric}", value, p.step)
         finally:
             bar.close()
             if writer is not None and log is not None:
                 writer.close()
                 log.close()
-        fsdp.load_model(self.model, best_state)
+        if best_state is not None:
+            fsdp.load_model(self.model, best_state)
         self.model.eval()
         out = {"epochs": self.epochs, "best_epoch": p.best_epoch, "best_val_score": p.best_score, "val": p.best_val}
         return out | ({"tasks": self.stopping.state()} if self.stopping.enabled else {})

@@ -211,6 +211,25 @@ def test_pairwise_train_steps_fuse_the_two_streams(monkeypatch):
     assert tokens_per_step(runner.model, workload, batches) == 2 * (196 + 128)  # ViT-B/16 patches + subwords
 
 
+def test_our_train_step_is_the_trainers(monkeypatch):
+    """Ours is timed through ``Trainer.step`` (clipping, balancing, the non-finite watch included),
+    at the workload's learning rate throughout; the reference through its own plain step."""
+    from highmodal.training.trainer import Trainer
+
+    workload = replace(get_workload("omnivec2-pair"), preset="tiny")
+    runner = make_runner("highmodal", workload, torch.device("cpu"))
+    batches, targets = synthetic_batches(workload, 2, torch.device("cpu"))
+    calls = []
+    step = Trainer.step
+    monkeypatch.setattr(Trainer, "step", lambda self, pieces, where="step": calls.append(pieces) or step(self, pieces))
+    before = [p.detach().clone() for p in runner.model.parameters()]
+    for _ in range(3):
+        runner.train_step(batches, targets)
+    assert len(calls) == 3 and all(set(p.batch) >= {"target"} for p in calls[0])
+    assert any(not torch.equal(a, b) for a, b in zip(before, runner.model.parameters(), strict=True))
+    assert runner.trainer.scheduler.get_last_lr() == [workload.lr]
+
+
 def test_tiny_omnivec2_run_reports_tokens_flops_and_utilisation():
     ours, summary = run_speed(model="omnivec2", preset="tiny", memory=False, peak_tflops=1.0, **TINY)
     assert ours["impl"] == "highmodal" and ours["preset"] == "tiny" and summary["tokens_per_step"] == 2 * 324

@@ -20,7 +20,7 @@ SUITE = {
 PRETRAIN = {
     "suite": "suite.yaml", "model": "omnivec2", "log_every": 5,
     "stage1": {"steps": 15, "batch_size": 16},
-    "stage2": {"steps": 6, "batch_size": 8, "tasks": ["motions"], "contrastive": 0.5},
+    "stage2": {"steps": 10, "batch_size": 8, "tasks": ["motions"], "contrastive": 0.5},
     "masking": {"image": {"ratio": 0.75}},
     "transfer": {"seeds": 2, "max_train": 64, "max_eval": 64, "epochs": 1, "shots": [1, 3], "shot_epochs": 1,
                  "draws": 2,
@@ -42,19 +42,59 @@ def pretrained(tmp_path_factory):
 def test_pretrain_writes_both_stages(pretrained):
     root, proc = pretrained
     run = root / "run"
-    assert "stage 1 (15 steps" in proc.stdout and "stage 2 (6 steps" in proc.stdout
+    assert "stage 1 (15 steps" in proc.stdout and "stage 2 (10 steps" in proc.stdout
     for d in (run, run / "stage1"):
         assert json.loads((d / "model.json").read_text())["arch"] == "omnivec2"
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["stage"], r["step"]) for r in records] == [(1, 5), (1, 10), (1, 15), (2, 5), (2, 6)]
-    assert set(records[0]["loss"]) <= {"digit_pixels", "accelerometer", "gyroscope", "cell_nuclei"}
-    assert set(records[-1]["loss"]) == {"accelerometer", "gyroscope", "accelerometer~gyroscope"}
+    records = {n: [json.loads(line) for line in (run / f"stage{n}" / "metrics.jsonl").read_text().splitlines()]
+               for n in (1, 2)}
+    assert [r["step"] for r in records[1]] == [5, 10, 15] and [r["step"] for r in records[2]] == [5, 10]
+    assert set(records[1][0]["train_loss"]) == {"digit_pixels", "accelerometer", "gyroscope", "cell_nuclei"}
+    assert set(records[2][-1]["train_loss"]) == {"accelerometer", "gyroscope"}
+    assert records[1][0]["lr"] > records[1][-1]["lr"] == 0  # warm-up, then cosine decay to 0
+    assert (run / "stage2" / "tensorboard").is_dir() and not list(run.glob("stage*/checkpoints"))
     summary = json.loads((run / "summary.json").read_text())
     masking = summary["stages"]["1"]["masking"]
     assert masking["digit_pixels"] == {"strategy": "drop", "ratio": 0.75, "norm_targets": True}
     assert summary["stages"]["1"]["masking"]["cell_nuclei"]["ratio"] == 0.3
     assert summary["stages"]["1"]["pictures"] == ["stage1-digit_pixels.png"]
     assert (run / "reconstructions" / "stage1-digit_pixels.png").stat().st_size > 1000
+
+
+def test_an_interrupted_pretraining_resumes_bit_identically(pretrained, cli, monkeypatch):
+    """Cut in stage 2 after its first checkpoint, then `pretrain --resume`: stage 1 is read back,
+    stage 2 continues from its checkpoint, and the model ends as the uninterrupted run's."""
+    from highmodal.experiments.pretraining import load_pretrain_config, pretrain
+    from highmodal.training.trainer import Trainer
+
+    root, _ = pretrained
+    step, calls = Trainer.step, []
+
+    def cut(self, pieces, where):
+        calls.append(where)
+        if len(calls) == 15 + 7:  # stage 1's 15 steps, then 7 of stage 2 (checkpointed at 5)
+            raise KeyboardInterrupt
+        return step(self, pieces, where)
+
+    monkeypatch.setattr(Trainer, "step", cut)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(load_pretrain_config(root / "pre.yaml"), root / "pre.yaml", root / "cut", None, progress=False,
+                 log=lambda *_: None)
+    monkeypatch.undo()
+    assert (root / ".cut.partial" / "stage1" / "stage.json").is_file() and not (root / "cut").exists()
+    proc = cli("pretrain", "--config", "pre.yaml", "--out", "cut", "--resume", "--no-progress", cwd=root, check=True)
+    assert "stage 1: finished before" in proc.stdout
+    assert (root / "cut" / "model.safetensors").read_bytes() == (root / "run" / "model.safetensors").read_bytes()
+    steps = [json.loads(line)["step"] for line in (root / "cut" / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10]
+    (root / "other.yaml").write_text(yaml.safe_dump(PRETRAIN | {"seed": 1}))
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(Trainer, "step", cut)
+        calls.clear()
+        pretrain(load_pretrain_config(root / "pre.yaml"), root / "pre.yaml", root / "cut2", None, progress=False,
+                 log=lambda *_: None)
+    monkeypatch.undo()
+    proc = cli("pretrain", "--config", "other.yaml", "--out", "cut2", "--resume", cwd=root)
+    assert proc.returncode != 0 and "started with other settings" in proc.stderr
 
 
 def test_fine_tune_from_a_stage(pretrained, cli):
@@ -119,6 +159,9 @@ def test_bad_input_names_the_field_and_keeps_the_run(pretrained, cli):
     assert (root / "run" / "model.safetensors").read_bytes() == before
     proc = cli("pretrain", "--config", "pre.yaml", "--out", "run", cwd=root)
     assert proc.returncode != 0 and "already exists" in proc.stderr
+    (root / "odd.yaml").write_text(yaml.safe_dump(PRETRAIN | {"stage2": {"steps": 7}}))
+    proc = cli("pretrain", "--config", "odd.yaml", "--out", "x", cwd=root)
+    assert proc.returncode != 0 and "pretrain.stage2.steps: 7 is not a multiple of log_every (5)" in proc.stderr
     (root / "single.yaml").write_text(yaml.safe_dump(PRETRAIN | {"stage2": {"steps": 5, "tasks": ["digits"]}}))
     proc = cli("pretrain", "--config", "single.yaml", "--out", "x", cwd=root)
     assert proc.returncode != 0 and "'digits' has one modality" in proc.stderr and not (root / "x").exists()

@@ -133,6 +133,25 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(tmp_path, model):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["run"]
 
 
+def test_two_processes_pretrain_and_only_rank_0_writes(tmp_path):
+    """Masked pretraining runs through the same Trainer under torchrun: both stages, one report, one
+    writer. (Each process draws its own masks, so the weights are not those of one process.)"""
+    suite = {"name": "s", "seed": 0, "tasks": TASKS,
+             "models": [{"label": "ov", "model": {"name": "omnivec2", "preset": "tiny"}}]}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    pre = {"suite": "suite.yaml", "model": "ov", "threads": 1, "log_every": 3,
+           "stage1": {"steps": 6, "batch_size": 9}, "stage2": {"steps": 3, "batch_size": 7}}
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(pre))
+    proc = launch(["pretrain", "--config", "pre.yaml", "--out", "two/run", "--no-progress"], tmp_path, 2,
+                  watch=tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("pretrained stage 1 (6 steps") == 1, proc.stdout
+    run = tmp_path / "two" / "run"
+    assert [json.loads(line)["step"] for line in (run / "stage2" / "metrics.jsonl").read_text().splitlines()] == [3]
+    assert json.loads((tmp_path / "writes-1.json").read_text()) == []
+    assert json.loads((tmp_path / "writes-0.json").read_text())
+
+
 def test_processes_fail_together_and_leave_an_existing_run_alone(tmp_path):
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "x", "tasks": TASKS[:1], "model": {"preset": "tiny"}}))
     (tmp_path / "run").mkdir()

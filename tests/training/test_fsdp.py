@@ -89,7 +89,7 @@ def _fit_sharded(rank: int, port: int, out: Path) -> None:
         model = create_model("omnivec2", suite.specs, [td.task for td in suite], preset="tiny")
         trainer = Trainer(model, suite, cfg, seed=3, run_dir=path, progress=False)
         if stop_at is not None:
-            real_step, calls = trainer._step, []
+            real_step, calls = trainer.step, []
 
             def step(pieces, where):
                 calls.append(where)
@@ -97,7 +97,7 @@ def _fit_sharded(rank: int, port: int, out: Path) -> None:
                     raise KeyboardInterrupt
                 return real_step(pieces, where)
 
-            trainer._step = step
+            trainer.step = step
         path.mkdir(exist_ok=True)
         with contextlib.suppress(KeyboardInterrupt):  # the cut run: its last checkpoint stays
             trainer.fit(resume=resume)

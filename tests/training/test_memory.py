@@ -34,7 +34,7 @@ def trainer(suite, **train) -> Trainer:
 
 def step_grads(t: Trainer, rows: int) -> tuple[dict, dict]:
     pieces = [Piece(n, None, d.batch(slice(0, rows))) for n, d in t.train_data.items()]
-    losses = dict(t._step(pieces, "test"))
+    losses = dict(t.step(pieces, "test"))
     return losses, {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
 
 
@@ -74,12 +74,13 @@ def test_estimate_grows_with_batch_and_shrinks_with_accumulation(suite):
 
 def test_guard_names_task_and_the_accumulation_that_fits(suite):
     t = trainer(suite, batch_size=256)
-    need = check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.batch_sizes, 1, None)
+    need = check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.sampler.batch_sizes, 1, None)
     with pytest.raises(OutOfMemory, match=r"largest task '(digits|cancer)' at micro-batch 256.*set train.grad_accum: "
                                           r"([2-9]|\d\d+) "):
-        check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.batch_sizes, 1, int(need * 0.6))
+        check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.sampler.batch_sizes, 1,
+                        int(need * 0.6))
     with pytest.raises(OutOfMemory, match="even one sample per micro-batch does not fit"):
-        check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.batch_sizes, 1, 1000)
+        check_step_fits(t.model, t.optimizer, t.train_data, t.sampler.schedule, t.sampler.batch_sizes, 1, 1000)
 
 
 LIMITED = textwrap.dedent("""

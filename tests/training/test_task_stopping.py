@@ -130,7 +130,7 @@ def test_resume_with_stopped_tasks_is_bit_identical(small, tmp_path, monkeypatch
     ref, ref_out = _fit(small, cfg, tmp_path / "ref")
 
     calls = []
-    real = Trainer._step
+    real = Trainer.step
 
     def step(self, pieces, where):  # interrupted at the third step of epoch 2, after "cancer" stopped
         calls.append(where)
@@ -138,7 +138,7 @@ def test_resume_with_stopped_tasks_is_bit_identical(small, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(self, pieces, where)
 
-    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(Trainer, "step", step)
     with pytest.raises(KeyboardInterrupt):
         _fit(small, TrainConfig(**{**cfg.__dict__, "checkpoint_every": 1}), tmp_path / "cut")
     monkeypatch.undo()
@@ -166,7 +166,7 @@ def test_hold_keeps_a_stopped_task_in_the_loss_at_its_weight_with_its_head_froze
         TrainConfig(task_hold=1.5)
 
     held_steps = []
-    real = Trainer._step
+    real = Trainer.step
 
     def step(self, pieces, where):  # after every update: a held head is still its best epoch's
         out = real(self, pieces, where)
@@ -175,7 +175,7 @@ def test_hold_keeps_a_stopped_task_in_the_loss_at_its_weight_with_its_head_froze
             held_steps.append(all(torch.equal(v, best[k]) for k, v in self.model.heads["cancer"].state_dict().items()))
         return out
 
-    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(Trainer, "step", step)
     cfg = TrainConfig(epochs=3, task_epochs={"cancer": 1}, task_hold=0.5, lr=3e-3)
     _fit(small, cfg, tmp_path, head_norm=head_norm)  # a BatchNorm head's statistics stay too
     assert held_steps and all(held_steps)
