@@ -22,6 +22,7 @@ import yaml
 
 from highmodal.errors import HighmodalError
 from highmodal.fileio import atomic_write_text
+from highmodal.report import table
 
 BEGIN, END = "<!-- gpu-figures:begin -->", "<!-- gpu-figures:end -->"
 
@@ -144,45 +145,43 @@ def render(lines: list[dict], command: str) -> str:
     """Markdown tables of a ``run_gpu`` result."""
     env = next(x for x in lines if x["kind"] == "environment")
     speed = [x for x in lines if x["kind"] == "speed"]
-    train = [x for x in lines if x["kind"] == "train"]
+    errors = [x for x in speed if "error" in x]
+
+    def runs(model: str, impls: tuple[str, ...]) -> list[tuple[str, dict]]:
+        """Each setting of ``model`` whose lines for every impl (and the summary) are there."""
+        found = []
+        for label in dict.fromkeys(x["run"] for x in speed if x.get("model") == model):
+            rows = {x.get("impl", "summary"): x for x in speed if x["run"] == label and "error" not in x}
+            if all(rows.get(k) for k in (*impls, "summary")):
+                found.append((label, rows))
+        return found
+
     md = [f"Measured on one {env['device_name']} (torch {env['torch']}, CUDA {env['cuda']}, Python "
           f"{env['python']}) by `{command}`; every line is in [`performance-gpu.json`](performance-gpu.json).",
           "", "HighMMT against the original code on the same GPU (the reference always runs fp32 and eager):", "",
-          "| setting | ours train / infer, samples/s | reference train / infer | train ratio | infer ratio |"
-          " ours train TFLOP/s |",
-          "|---|---|---|---|---|---|"]
-    errors = [x for x in speed if "error" in x]
-    for label in dict.fromkeys(x["run"] for x in speed if x.get("model") == "highmmt"):
-        rows = {x.get("impl", "summary"): x for x in speed if x["run"] == label and "error" not in x}
-        ours, ref, summary = rows.get("highmodal"), rows.get("reference"), rows.get("summary")
-        if not (ours and ref and summary):
-            continue
-        md.append(f"| {label} | {ours['train_samples_per_s']:,.0f} / {ours['infer_samples_per_s']:,.0f} "
-                  f"| {ref['train_samples_per_s']:,.0f} / {ref['infer_samples_per_s']:,.0f} "
-                  f"| **{summary['train_ratio']:.2f}×** | **{summary['infer_ratio']:.2f}×** "
-                  f"| {_f(ours.get('train_tflops_per_s'), '.2f')} |")
-    md += ["", "OmniVec2 at the base preset (two-stream image + text step; MFU against the datasheet dense bf16 "
-           "peak, and the fraction of an 8192² bf16 matmul measured in the same run):", "",
-           "| setting | train tokens/s | infer tokens/s | train TFLOP/s | MFU | of measured matmul | meets MFU ≥ 40% |",
-           "|---|---|---|---|---|---|---|"]
-    for label in dict.fromkeys(x["run"] for x in speed if x.get("model") == "omnivec2"):
-        rows = {x.get("impl", "summary"): x for x in speed if x["run"] == label and "error" not in x}
-        ours, summary = rows.get("highmodal"), rows.get("summary")
-        if not (ours and summary):
-            continue
-        md.append(f"| {label} | {ours['train_tokens_per_s']:,.0f} | {ours['infer_tokens_per_s']:,.0f} "
-                  f"| {ours['train_tflops_per_s']:.1f} | {_f(summary.get('mfu'), '.1%')} "
-                  f"| {ours['train_matmul_fraction']:.1%} | {summary.get('meets_targets')} |")
+          *table(["setting", "ours train / infer, samples/s", "reference train / infer", "train ratio", "infer ratio",
+                  "ours train TFLOP/s"], [
+              [label, f"{r['highmodal']['train_samples_per_s']:,.0f} / {r['highmodal']['infer_samples_per_s']:,.0f}",
+               f"{r['reference']['train_samples_per_s']:,.0f} / {r['reference']['infer_samples_per_s']:,.0f}",
+               f"**{r['summary']['train_ratio']:.2f}×**", f"**{r['summary']['infer_ratio']:.2f}×**",
+               _f(r["highmodal"].get("train_tflops_per_s"), ".2f")]
+              for label, r in runs("highmmt", ("highmodal", "reference"))]),
+          "", "OmniVec2 at the base preset (two-stream image + text step; MFU against the datasheet dense bf16 "
+          "peak, and the fraction of an 8192² bf16 matmul measured in the same run):", "",
+          *table(["setting", "train tokens/s", "infer tokens/s", "train TFLOP/s", "MFU", "of measured matmul",
+                  "meets MFU ≥ 40%"], [
+              [label, f"{r['highmodal']['train_tokens_per_s']:,.0f}", f"{r['highmodal']['infer_tokens_per_s']:,.0f}",
+               f"{r['highmodal']['train_tflops_per_s']:.1f}", _f(r["summary"].get("mfu"), ".1%"),
+               f"{r['highmodal']['train_matmul_fraction']:.1%}", r["summary"].get("meets_targets")]
+              for label, r in runs("omnivec2", ("highmodal",))])]
+    train = [x for x in lines if x["kind"] == "train"]
+    errors += [x for x in train if "error" in x]
     md += ["", f"A real training run ({', '.join(t['name'] for t in TRAIN_CONFIG['tasks'])}, HighMMT large) "
            f"on the GPU, with and without the process group ({env['gpus']} GPU visible, so one process: a "
            "second nccl process needs a second GPU):", "",
-           "| run | epochs | train s | best epoch | validation skill | test mean skill |", "|---|---|---|---|---|---|"]
-    for x in train:
-        if "error" in x:
-            errors.append(x)
-            continue
-        md.append(f"| {x['run']} | {x['epochs']} | {x['train_seconds']:.1f} | {x['best_epoch']} "
-                  f"| {x['best_val_score']:.4f} | {_f(x['test_mean_skill'], '.4f')} |")
+           *table(["run", "epochs", "train s", "best epoch", "validation skill", "test mean skill"], [
+               [x["run"], x["epochs"], f"{x['train_seconds']:.1f}", x["best_epoch"], f"{x['best_val_score']:.4f}",
+                _f(x["test_mean_skill"], ".4f")] for x in train if "error" not in x])]
     if errors:
         md += ["", "Runs that failed: " + "; ".join(f"{x['run']}: `{x['error']}`" for x in errors) + "."]
     return "\n".join(md) + "\n"

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from highmodal.config import AUTO_EPOCHS, ExperimentConfig
-from highmodal.experiments.run import train_experiment
+from highmodal.experiments.run import seed_runs
 from highmodal.experiments.stats import sample_std
-from highmodal.fileio import atomic_write_text
 from highmodal.heterogeneity.grouping import GROUPINGS, GroupingContext
+from highmodal.report import table, write_report
 from highmodal.tasks import TaskSuite
 from highmodal.training.evaluation import aggregate
 
@@ -74,38 +73,40 @@ def _experiment(base: ExperimentConfig, name: str, seed: int, epochs: int, optio
 def compare(base: ExperimentConfig, config_dir: Path, suite: TaskSuite, report: dict, variants: list[GroupingVariant],
             seeds: int, finetune_epochs: int, default_k: dict[str, int], out: Path, progress: bool = True,
             log=print) -> dict:
-    """Train every variant for ``seeds`` seeds; ``{variant: {mean, std, seeds, params, skills, groups}}``
-    with skill in points (the suite's mean test skill × 100)."""
-    rows: dict[str, dict] = {v.name: {"skills": [], "params": None, "groups": None} for v in variants}
+    """Train every variant for ``seeds`` seeds (``out/<variant>/seed<s>``, the homogeneous models in
+    ``out/shared-<tag>/seed<s>``); ``{variant: {mean, std, seeds, params, skills, groups}}`` with
+    skill in points (the suite's mean test skill × 100)."""
     # The homogeneous pre-training's epochs, a number so "no pre-training" can get the same total budget.
     pretrain = base.train.epochs if base.train.epochs is not None else AUTO_EPOCHS
-    for s in range(seeds):
-        seed = base.seed + s
-        root = out / f"seed{s}"
-        shared: dict[str, Path] = {}
+    shared: dict[str, list[Path]] = {}
 
-        for v in variants:
-            init = None
-            if v.init != "scratch":
-                tag, options = (v.name, v.options) if v.init == "own" else ("all", {})
-                if tag not in shared:
-                    log(f"seed {seed}: homogeneous pre-training ({tag})")
-                    exp = _experiment(base, f"shared-{tag}", seed, pretrain, options)
-                    shared[tag], _, _ = train_experiment(exp, root / f"shared-{tag}", config_dir, overwrite=True,
-                                                         progress=progress, log=log, suite=suite)
-                init = shared[tag]
-            ctx = GroupingContext(suite, report, v.k or default_k, seed, init)
-            grouping = GROUPINGS.get(v.grouping)(ctx)
+    def homogeneous(tag: str, options: dict) -> list[Path]:
+        """The homogeneous model of every seed, trained once per ``tag``."""
+        if tag not in shared:
+            log(f"homogeneous pre-training ({tag})")
+            seed_runs(lambda s: _experiment(base, f"shared-{tag}", base.seed + s, pretrain, options), seeds,
+                      out / f"shared-{tag}", config_dir, None, suite, overwrite=True, progress=progress, log=log)
+            shared[tag] = [out / f"shared-{tag}" / f"seed{s}" for s in range(seeds)]
+        return shared[tag]
+
+    rows: dict[str, dict] = {}
+    for v in variants:
+        inits = None if v.init == "scratch" else homogeneous(*((v.name, v.options) if v.init == "own" else ("all", {})))
+        groupings: list[dict] = []
+
+        def make(s: int, v=v, inits=inits, groupings=groupings) -> ExperimentConfig:
+            init = inits[s] if inits else None
+            groupings.append(GROUPINGS.get(v.grouping)(GroupingContext(suite, report, v.k or default_k,
+                                                                       base.seed + s, init)))
             epochs = finetune_epochs if init else pretrain + finetune_epochs
-            log(f"seed {seed}: {v.name}")
-            exp = _experiment(base, v.name, seed, epochs, {**v.options, **grouping})
-            _, results, summary = train_experiment(exp, root / v.name, config_dir, overwrite=True, progress=progress,
-                                                   log=log, suite=suite, init=init)
-            rows[v.name]["skills"].append(100 * aggregate(results))
-            rows[v.name]["params"] = summary["params"]
-            rows[v.name]["groups"] = grouping
-    for row in rows.values():
-        row.update(mean=float(np.mean(row["skills"])), std=sample_std(row["skills"]), seeds=len(row["skills"]))
+            log(f"seed {base.seed + s}: {v.name}")
+            return _experiment(base, v.name, base.seed + s, epochs, {**v.options, **groupings[-1]})
+
+        runs = seed_runs(make, seeds, out / v.name, config_dir, None, suite, overwrite=True, progress=progress,
+                         log=log, init=None if inits is None else inits.__getitem__)
+        skills = [100 * aggregate(results) for results, _ in runs]
+        rows[v.name] = {"skills": skills, "params": runs[-1][1]["params"], "groups": groupings[-1],
+                        "mean": float(np.mean(skills)), "std": sample_std(skills), "seeds": len(skills)}
     return rows
 
 
@@ -116,15 +117,10 @@ def formed(grouping: dict[str, dict[str, int]]) -> str:
 
 
 def markdown(rows: dict[str, dict]) -> str:
-    lines = ["| variant | groups formed | mean skill (points) | std | seeds | parameters |",
-             "|---|---|---:|---:|---:|---:|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {formed(r['groups'])} | {r['mean']:.2f} | {r['std']:.2f} | {r['seeds']} | "
-                     f"{r['params']:,} |")
-    return "\n".join(lines)
+    return "\n".join(table(["variant", "groups formed", "mean skill (points)", "std", "seeds", "parameters"], [
+        [name, formed(r["groups"]), f"{r['mean']:.2f}", f"{r['std']:.2f}", r["seeds"], f"{r['params']:,}"]
+        for name, r in rows.items()], "llrrrr"))
 
 
 def write(rows: dict[str, dict], out: Path, stem: str, command: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{stem}.json", json.dumps({"command": command, "variants": rows}, indent=1))
-    atomic_write_text(out / f"{stem}.md", f"`{command}`\n\n{markdown(rows)}\n")
+    write_report(out, stem, {"command": command, "variants": rows}, f"`{command}`\n\n{markdown(rows)}\n")

@@ -49,6 +49,7 @@ from highmodal.experiments.suite import cap_suite, extra_experiment, load_suite_
 from highmodal.fileio import atomic_write_text, refuse_to_replace
 from highmodal.models.masked import DecoderOptions, MaskedModeling, MaskOptions
 from highmodal.models.registry import create_model
+from highmodal.report import table, write_report
 from highmodal.tasks import TaskSuite
 from highmodal.training import distributed
 from highmodal.training.checkpoint import RunDir, load, save_model
@@ -352,9 +353,7 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
                     for label, curves in shots.items()},
         "retrieval_all": retrieval,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "transfer.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "transfer.md", markdown(report))
+    write_report(out, "transfer", report, markdown(report))
     if report["fewshot"]:
         plot_fewshot(report, out / "fewshot.png")
     return report
@@ -363,31 +362,24 @@ def run_transfer(config_path: Path, pretrained: Path, out: Path, data_root: Path
 def markdown(report: dict) -> str:
     lines: list[str] = []
     if report["finetune"]:
-        lines += ["| start | test mean skill (points) | without forecasting tasks | seeds |", "|---|---:|---:|---:|"]
-        for label, row in report["finetune"].items():
-            lines.append(f"| {label} | {row['mean']:.2f} ± {row['std']:.2f} | {row['mean_without_forecasting']:.2f} ± "
-                         f"{row['std_without_forecasting']:.2f} | {len(row['scores'])} |")
-        lines.append("")
+        lines += [*table(["start", "test mean skill (points)", "without forecasting tasks", "seeds"], [
+            [label, f"{row['mean']:.2f} ± {row['std']:.2f}",
+             f"{row['mean_without_forecasting']:.2f} ± {row['std_without_forecasting']:.2f}", len(row["scores"])]
+            for label, row in report["finetune"].items()], "lrrr"), ""]
     shots = report["settings"]["shots"]
     if report["fewshot"]:
-        lines += ["| few-shot fine-tuning, start | " + " | ".join(f"k={k}" for k in shots) + " |",
-                  "|---|" + "---:|" * len(shots)]
-        for label, row in report["fewshot_finetune"].items():
-            lines.append(f"| {label} | " + " | ".join(f"{row[k]:.2f}" for k in shots) + " |")
-        lines += ["", "| few-shot linear probe, encoder | " + " | ".join(f"k={k}" for k in shots) + " |",
-                  "|---|" + "---:|" * len(shots)]
-        for label, row in report["fewshot"].items():
-            lines.append(f"| {label} | " + " | ".join(f"{row['mean'][k]:.4f}" for k in shots) + " |")
-        lines.append("")
+        right = "l" + "r" * len(shots)
+        lines += [*table(["few-shot fine-tuning, start", *(f"k={k}" for k in shots)], [
+            [label, *(f"{row[k]:.2f}" for k in shots)] for label, row in report["fewshot_finetune"].items()], right),
+            "", *table(["few-shot linear probe, encoder", *(f"k={k}" for k in shots)], [
+                [label, *(f"{row['mean'][k]:.4f}" for k in shots)] for label, row in report["fewshot"].items()],
+                right), ""]
     if report["retrieval_all"]:
-        lines += ["| task | encoder | space | direction | R@1 | R@5 | R@10 | median rank | chance R@1 |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
-    for task, rows in report["retrieval_all"].items():
-        for label, spaces in rows.items():
-            for space, dirs in spaces.items():
-                for direction, s in dirs.items():
-                    lines.append(f"| {task} | {label} | {space} | {direction} | {s['R@1']:.3f} | {s['R@5']:.3f} | "
-                                 f"{s['R@10']:.3f} | {s['median_rank']:.0f} | {s['chance_R@1']:.3f} |")
+        lines += table(["task", "encoder", "space", "direction", "R@1", "R@5", "R@10", "median rank", "chance R@1"], [
+            [task, label, space, direction, f"{s['R@1']:.3f}", f"{s['R@5']:.3f}", f"{s['R@10']:.3f}",
+             f"{s['median_rank']:.0f}", f"{s['chance_R@1']:.3f}"]
+            for task, rows in report["retrieval_all"].items() for label, spaces in rows.items()
+            for space, dirs in spaces.items() for direction, s in dirs.items()], "llllrrrrr")
     return "\n".join(lines).strip() + "\n"
 
 

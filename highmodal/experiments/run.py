@@ -116,18 +116,19 @@ def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[
 def seed_runs(
     make: Callable[[int], ExperimentConfig], seeds: int, out: Path, config_dir: Path, data_root: Path | None,
     suite: TaskSuite, reuse: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-    init: Path | None = None,
+    init: Path | Callable[[int], Path] | None = None,
 ) -> list[tuple[dict, dict]]:
     """Every study's seed loop: ``make(seed)`` trained into ``out/seed<seed>`` for seeds 0..``seeds``-1
-    (with ``reuse``, a finished run of the same settings there is evaluated instead); each run's test
-    results and summary, in seed order."""
+    (with ``reuse``, a finished run of the same settings there is evaluated instead), from ``init``
+    (one run, or ``init(seed)``); each run's test results and summary, in seed order."""
     runs = []
     for seed in range(seeds):
         cfg, where = make(seed), out / f"seed{seed}"
         found = reuse_run(cfg, where, suite, log) if reuse else None
         if found is None:
+            start = init(seed) if callable(init) else init
             _, results, summary = train_experiment(cfg, where, config_dir, data_root, overwrite or reuse, progress,
-                                                   log, suite=suite, init=init)
+                                                   log, suite=suite, init=start)
             found = results, summary
         runs.append(found)
     return runs

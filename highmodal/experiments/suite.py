@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -23,9 +22,10 @@ from highmodal.errors import HighmodalError
 from highmodal.experiments.baselines import join, strongest_simple
 from highmodal.experiments.run import reuse_run, suite_for, train_experiment
 from highmodal.experiments.stats import interval, paired, sample_std, wilson
-from highmodal.fileio import atomic_write_text, refuse_to_replace
+from highmodal.fileio import refuse_to_replace
 from highmodal.heterogeneity.config import HeterogeneityConfig
 from highmodal.metrics import METRICS, metric_names, threshold_accuracy
+from highmodal.report import table, write_report
 from highmodal.tasks import TaskData, TaskSuite
 from highmodal.training.checkpoint import load
 from highmodal.training.evaluation import evaluate_suite
@@ -312,9 +312,7 @@ def run_suite(
                           "task_options": e.task_options} for e in cfg.models],
     }
     report_dir = report_dir or out
-    report_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(report_dir / "results.json", json.dumps(report, indent=2))
-    atomic_write_text(report_dir / "results.md", render_markdown(report))
+    write_report(report_dir, "results", report, render_markdown(report))
     log(f"wrote {report_dir / 'results.md'} and {report_dir / 'results.json'}")
     return report
 
@@ -371,23 +369,20 @@ def render_markdown(report: dict) -> str:
         "column is the majority class, 0.5 AUROC, the training mean, or for forecasting the naive last-value "
         "forecast.",
         "",
-        "| task | data | modalities | metric | chance | (a) multitask | (b) per-task | (c) simple best "
-        + "".join(f"| ({letter}) {label} " for letter, label, _ in extras)
-        + "| (a) vs (c) | params (b) | published reference |",
-        "|---|---|---|---|---|---|---|---|" + "---|" * len(extras) + "---|---|---|",
     ]
+    rows = []
     for r in report["tasks"]:
-        arrow = "↑" if r["higher_is_better"] else "↓"
         best = max if r["higher_is_better"] else min
         top = best(r["models"][m] for m in columns)
-        cells = [_cell(r, m, top) for m in columns]
         ref = r["reference"]
         ref_text = f"{_fmt(ref['value'])} ({ref['source']})" if ref["value"] is not None else ref["source"] or "–"
         vs = r["multitask_vs_simple"]
-        lines.append(
-            f"| {r['task']} | {r['dataset']} | {', '.join(r['modalities'])} | {r['metric']} {arrow} | "
-            f"{_fmt(r['chance'])} | {' | '.join(cells)} | {vs['verdict']} ({vs['difference']:+.3f}) | "
-            f"{r['params']['highmmt_single']:,} | {ref_text} |")
+        rows.append([r["task"], r["dataset"], ", ".join(r["modalities"]),
+                     f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", _fmt(r["chance"]),
+                     *(_cell(r, m, top) for m in columns), f"{vs['verdict']} ({vs['difference']:+.3f})",
+                     f"{r['params']['highmmt_single']:,}", ref_text])
+    lines += table(["task", "data", "modalities", "metric", "chance", *(_column_name(m, extras) for m in columns),
+                    "(a) vs (c)", "params (b)", "published reference"], rows)
     sig = s["significance"]
     wins = {m: sum(1 for b in s["best_column"].values() if b == m) for m in columns}
     lines += [
@@ -395,38 +390,28 @@ def render_markdown(report: dict) -> str:
         "The strongest simple baseline per task (chosen on validation; every candidate's validation and test "
         "value is in `results.json` under `simple_candidates`):",
         "",
-        "| task | winner | validation | candidates (validation) |",
-        "|---|---|---|---|",
     ]
-    for r in report["tasks"]:
-        cands = r["simple_candidates"]
-        lines.append(f"| {r['task']} | {r['simple_best_model']} | {_fmt(cands[r['simple_best_model']]['val'])} | "
-                     + ", ".join(f"{n} {_fmt(c['val'])}" for n, c in cands.items()) + " |")
+    lines += table(["task", "winner", "validation", "candidates (validation)"], [
+        [r["task"], r["simple_best_model"], _fmt(r["simple_candidates"][r["simple_best_model"]]["val"]),
+         ", ".join(f"{n} {_fmt(c['val'])}" for n, c in r["simple_candidates"].items())] for r in report["tasks"]])
     thresholded = [r for r in report["tasks"] if "threshold_accuracy" in r]
     if thresholded:
         lines += ["", "Accuracy of the AUROC tasks at the threshold each model's validation scores pick (the "
                   "cut with the highest validation accuracy; (c)'s scores on validation come from its train-only "
-                  "fit), with Wilson intervals:", "",
-                  "| task | " + " | ".join(_column_name(m, extras) for m in columns) + " |",
-                  "|---|" + "---|" * len(columns)]
-        for r in thresholded:
-            acc = r["threshold_accuracy"]
-            lines.append(f"| {r['task']} | " + " | ".join(
-                f"{_fmt(acc[m]['accuracy'])} [{acc[m]['ci'][0]:.3f}, {acc[m]['ci'][1]:.3f}]" for m in columns) + " |")
+                  "fit), with Wilson intervals:", ""]
+        lines += table(["task", *(_column_name(m, extras) for m in columns)], [
+            [r["task"], *(f"{_fmt(acc[m]['accuracy'])} [{acc[m]['ci'][0]:.3f}, {acc[m]['ci'][1]:.3f}]"
+                          for m in columns)] for r in thresholded for acc in [r["threshold_accuracy"]]])
     folded = [r for r in report["tasks"] if "cross_validation" in r]
     if folded:
         lines += ["", "Stratified k-fold cross-validation over all rows, as these tasks' literature reports them "
                   "(mean ± standard deviation over folds, ddof 1); the multitask model (a) cannot afford k "
-                  "trainings of every task and is scored on the one split above, with its interval:", "",
-                  "| task | folds | (b) per-task | (c) simple best | (a) multitask, one split |",
-                  "|---|---|---|---|---|"]
-        for r in folded:
-            cv = r["cross_validation"]
-            ci = r["ci"]["highmmt_multitask"]
-            lines.append(f"| {r['task']} | {cv['folds']} | {cv['highmmt_single']['mean']:.4f} ± "
-                         f"{cv['highmmt_single']['std']:.4f} | {cv['simple_best']['mean']:.4f} ± "
-                         f"{cv['simple_best']['std']:.4f} | {_fmt(r['models']['highmmt_multitask'])} "
-                         f"[{ci[0]:.3f}, {ci[1]:.3f}] |")
+                  "trainings of every task and is scored on the one split above, with its interval:", ""]
+        lines += table(["task", "folds", "(b) per-task", "(c) simple best", "(a) multitask, one split"], [
+            [r["task"], cv["folds"], f"{cv['highmmt_single']['mean']:.4f} ± {cv['highmmt_single']['std']:.4f}",
+             f"{cv['simple_best']['mean']:.4f} ± {cv['simple_best']['std']:.4f}",
+             f"{_fmt(r['models']['highmmt_multitask'])} [{ci[0]:.3f}, {ci[1]:.3f}]"]
+            for r in folded for cv, ci in [(r["cross_validation"], r["ci"]["highmmt_multitask"])]])
     lines += [
         "",
         "## Summary",
@@ -435,17 +420,11 @@ def render_markdown(report: dict) -> str:
         "otherwise (for forecasting: 1 − MSE / MSE of the naive last-value forecast, negative when worse "
         "than naive), so tasks of different kinds can be averaged (×100 = points).",
         "",
-        "| | (a) multitask | (b) per-task | (c) simple best |" + "".join(f" ({letter}) {label} |"
-                                                                      for letter, label, _ in extras),
-        "|---|---|---|---|" + "---|" * len(extras),
-        "| mean skill (points) | " + " | ".join(f"{100 * s['mean_skill'][m]:.2f}" for m in columns) + " |",
-        "| tasks where the column is best | " + " | ".join(str(wins[m]) for m in columns) + " |",
-        f"| total parameters | {s['total_params']['highmmt_multitask']:,} | "
-        f"{s['total_params']['highmmt_single']:,} | – |"
-        + "".join(f" {s['total_params'][label]:,} |" for _, label, _ in extras),
-        f"| total train time (s) | {s['train_seconds']['highmmt_multitask']:.0f} | "
-        f"{s['train_seconds']['highmmt_single']:.0f} | {s['train_seconds']['simple_best']:.0f} |"
-        + "".join(f" {s['train_seconds'][label]:.0f} |" for _, label, _ in extras),
+        *table(["", *(_column_name(m, extras) for m in columns)], [
+            ["mean skill (points)", *(f"{100 * s['mean_skill'][m]:.2f}" for m in columns)],
+            ["tasks where the column is best", *(wins[m] for m in columns)],
+            ["total parameters", *(f"{s['total_params'][m]:,}" if m != "simple_best" else "–" for m in columns)],
+            ["total train time (s)", *(f"{s['train_seconds'][m]:.0f}" for m in columns)]]),
         "",
         f"(a) − (b): {100 * (s['mean_skill']['highmmt_multitask'] - s['mean_skill']['highmmt_single']):+.2f} "
         f"points with {s['total_params']['highmmt_single'] / s['total_params']['highmmt_multitask']:.1f}× fewer "

@@ -12,7 +12,6 @@ the initialisation and batch order.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 
@@ -28,8 +27,9 @@ from highmodal.experiments.suite import (
     extra_experiment,
     load_suite_config,
 )
-from highmodal.fileio import atomic_write_text, refuse_to_replace
+from highmodal.fileio import refuse_to_replace
 from highmodal.registry import Registry
+from highmodal.report import table, write_report
 from highmodal.training.evaluation import aggregate
 
 
@@ -115,17 +115,14 @@ def run_study(suite_name: str, study: str, out: Path, data_root: Path | None, se
               "epochs": cfg.train.epochs, "max_train": max_train, "max_eval": max_eval,
               "model": dataclasses.asdict(exp.model), "train": dataclasses.asdict(exp.train),
               "task_options": base.task_options, "rows": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "variants.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "variants.md", markdown(report))
+    write_report(out, "variants", report, markdown(report))
     return report
 
 
 def markdown(report: dict) -> str:
-    lines = ["| variant | what changes | validation mean skill (points) | test mean skill (points) | "
-             "without forecasting tasks | seeds | parameters |", "|---|---|---:|---:|---:|---:|---:|"]
-    for r in report["rows"]:
-        lines.append(f"| {r['variant']} | {r['description']} | {r['val_mean']:.2f} | {r['mean']:.2f} ± "
-                     f"{r['std']:.2f} | {r['mean_without_forecasting']:.2f} ± {r['std_without_forecasting']:.2f} | "
-                     f"{len(r['scores'])} | {r['params']:,} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(table(
+        ["variant", "what changes", "validation mean skill (points)", "test mean skill (points)",
+         "without forecasting tasks", "seeds", "parameters"],
+        [[r["variant"], r["description"], f"{r['val_mean']:.2f}", f"{r['mean']:.2f} ± {r['std']:.2f}",
+          f"{r['mean_without_forecasting']:.2f} ± {r['std_without_forecasting']:.2f}", len(r["scores"]),
+          f"{r['params']:,}"] for r in report["rows"]], "llrrrrr")) + "\n"

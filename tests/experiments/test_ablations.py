@@ -2,7 +2,7 @@
 
 from highmodal.config import AUTO_EPOCHS, ExperimentConfig, TrainConfig
 from highmodal.data import LoadContext, build_suite
-from highmodal.experiments import ablations
+from highmodal.experiments import ablations, run
 from highmodal.experiments.ablations import GroupingVariant
 
 
@@ -14,7 +14,7 @@ def test_a_suite_without_epochs_pretrains_the_default_length_and_scratch_gets_th
         trained.append((exp.name, exp.train.epochs, kwargs.get("init")))
         return out, {"digits": {"skill": 0.5}}, {"params": 1}
 
-    monkeypatch.setattr(ablations, "train_experiment", fake_train)
+    monkeypatch.setattr(run, "train_experiment", fake_train)
     suite = build_suite([{"name": "digits", "source": "sklearn_digits"}], LoadContext(seed=0))
     base = ExperimentConfig(name="s", tasks=[{"name": "digits", "source": "sklearn_digits"}], train=TrainConfig())
     rows = ablations.compare(base, tmp_path, suite, {}, [GroupingVariant("share_all", "share_all"),

@@ -113,10 +113,11 @@ def test_ablations_train_each_grouping_from_the_shared_model(study_root, ablatio
     assert sorted(rows["random_groups"]["groups"]["unimodal_groups"].values()) == sorted(het.values())
     assert rows["random_groups"]["params"] == rows["heterogeneity_aware"]["params"] > rows["share_all"]["params"]
     assert rows["share_none"]["params"] > rows["heterogeneity_aware"]["params"]
-    assert (study_root / "abl" / "seed1" / "shared-all" / "model.safetensors").is_file()
-    summary = json.loads((study_root / "abl" / "seed0" / "heterogeneity_aware" / "summary.json").read_text())
-    assert summary["init"].endswith("shared-all")
-    assert json.loads((study_root / "abl" / "seed0" / "no_pretraining" / "summary.json").read_text())["init"] is None
+    assert (study_root / "abl" / "shared-all" / "seed1" / "model.safetensors").is_file()
+    for seed in (0, 1):  # each seed's variant starts from that seed's homogeneous model
+        summary = json.loads((study_root / "abl" / "heterogeneity_aware" / f"seed{seed}" / "summary.json").read_text())
+        assert summary["init"].endswith(f"shared-all/seed{seed}")
+    assert json.loads((study_root / "abl" / "no_pretraining" / "seed0" / "summary.json").read_text())["init"] is None
 
 
 def test_pareto_sweeps_group_counts(study_root, cli):
