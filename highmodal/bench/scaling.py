@@ -154,8 +154,7 @@ def run_scaling(workload: str = "highmmt-4task", curves: Sequence[str] = CURVES,
     ``tasks``/``lengths``/``batches``: the points of each curve; ``batch``: the batch size of the
     tasks and length curves. ``reference`` adds the original implementation at every point.
     ``on_point`` receives each point as it is measured (the CLI prints it). ``threads`` None keeps
-    torch's default. The defaults take about 3 minutes on 2 quiet CPU cores (2.5 to 5, estimated from
-    measured points); ``reference`` makes that about four times as long."""
+    torch's default; ``reference`` makes the run several times as long."""
     base = get_workload(workload)
     settings = Settings(model=base.model, workload=workload, device=device, batch=batch, steps=steps, warmup=warmup,
                         repeats=repeats, threads=threads, memory=False, seed=seed)

@@ -4,31 +4,11 @@ Stage 1 (``stage1_loss``) masks one modality's tokens, encodes them with the mod
 and the shared f (+ its three FC layers), and a lightweight decoder predicts the masked tokens.
 Stage 2 (``stage2_loss``) masks two paired modalities, runs both through f, the cross-attention
 fusion and g, and decodes each stream from the fused path; ``contrastive_loss`` optionally also pulls
-the two streams' embeddings of the same rows together. The decoders exist only here: a stage's
-``MaskedModeling`` is built around the model, trained, and dropped, keeping the model (the paper
-discards the decoders after each stage, so stage 2 starts with new ones).
-
-Per modality kind a *strategy* says how tokens are hidden:
-
-* ``drop`` (MAE, He et al. 2022): the encoder sees only the kept tokens; the decoder gets a mask
-  token plus the tokenizer's position embedding for each missing one.
-* ``replace`` (SimMIM/GraphMAE): a learned mask embedding replaces the hidden tokens' content; the
-  encoder sees every token. For tokenizers without positions (graph nodes), where ``drop`` cannot
-  tell the decoder which token is missing.
-* ``bert`` (BERT 80/10/10): of the chosen tokens 80% become the mask embedding, 10% the content of a
-  random token of the batch (BERT draws a random vocabulary id; drawing from the batch is the same
-  for ids up to unigram frequency and works for every kind), 10% stay.
-* ``permuted``: MPNet/XLNet-style permuted language modelling (stage 1 only; in stage 2 a
-  ``permuted`` modality uses ``bert``).
-
-Defaults follow §4 where the paper pretrains the kind (image, video, audio 95%, point clouds 90%)
-and the cited method's otherwise: X-ray, infrared and depth as images; time series and IMU 40% of
-patches (PatchTST), tabular 30% of features (VIME), graph nodes 50% (GraphMAE), hyperspectral band
-groups 75% (MAE). For text §4 says "95%" while §3.2.2 says a fraction f = 5% of tokens is predicted
-with BERT's 8:1:1 corruption; 95% BERT-style corruption would leave a sentence almost all mask
-tokens, so we read the two together as "95% visible, f = 5% predicted" and default to ``bert`` at
-0.05. Visual, audio and hyperspectral targets are normalised per token (MAE's ``norm_pix_loss``;
-§3.2.2 "normalization to zero mean and unit variance is applied to visual inputs").
+the two streams' embeddings of the same rows together. The decoders exist only here: each stage
+builds a ``MaskedModeling`` around the model and drops it after (the paper discards the decoders).
+Per modality kind a *strategy* hides tokens: ``drop`` (MAE), ``replace`` (SimMIM/GraphMAE), ``bert``
+(80/10/10) or ``permuted`` (MPNet-style, stage 1 only); the defaults per kind, and how the paper's
+"95%" for text is read, are in docs/pretraining.md ("Masking, per kind").
 """
 
 from __future__ import annotations

@@ -184,26 +184,10 @@ def _static_columns(raw: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill: np.nd
 def physionet2012(opts: PhysioNetOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData:
     """In-hospital mortality from the first 48 h of an ICU stay (the challenge's Event 1 outcome).
 
-    Splits: the challenge's set C (the official test set) is hidden, so set-b, the other held-out
-    set of 4,000 stays whose outcomes were released later, is the test split; set-a gives train and a
-    stratified validation split (``val_frac``, seeded by the run). Deaths are ~14 %, so the primary
-    metric is AUROC (as in the MIMIC/PhysioNet mortality benchmarks), not accuracy.
-
-    ``icu_series`` ``(48, 2V)``, V = 37: hourly means, clipped to the training 0.5/99.5 percentiles
-    (tames unit slips and artefacts such as pH 735 or a 1.9 °C temperature) and z-scored with
-    training statistics, then 0 where the hour has no reading, followed by one observed-indicator
-    channel per variable. Missingness in ICU data is informative (a lab is ordered because the
-    patient is sick), so GRU-D (Che et al. 2018) and the MIMIC-III benchmarks (Harutyunyan et al.
-    2019) feed the mask as input instead of silently imputing. The gap itself holds the training
-    mean (0 after z-scoring; GRU-D's "GRU-Mean" input with its mask) rather than a carried-forward
-    value, so an unmeasured lab never looks like a measured one. This standardisation depends on the
-    split (clip bounds, means) and maps missing entries to exactly 0, which an affine per-channel
-    normalisation cannot, so it happens here and the spec carries no statistics.
-
-    Nine stays (three in set-a, six in set-b) hold descriptors but no measurement at all; they are
-    kept, as an all-unobserved series, so the split sizes stay the official 4,000 + 4,000.
-
-    ``icu_static`` ``(11, 1)``: one token per column of ``STATIC_COLUMNS``, normalised per column.
+    set-b is the test split, set-a gives train and a stratified validation split (``val_frac``);
+    AUROC is primary (deaths ~14 %). ``icu_series`` ``(48, 2V)``: hourly means, clipped and z-scored
+    on train, 0 where unobserved, plus one observed-indicator channel per variable; ``icu_static``
+    ``(11, 1)``: one token per column. Design: docs/data.md#clinical-physionet-2012.
     """
     folder = require_root(ctx, "physionet2012")
     sums = verified_files(ctx, "physionet2012", PHYSIONET_FILES)

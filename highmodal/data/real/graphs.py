@@ -1,27 +1,8 @@
 """Graph classification on TU-format datasets: MUTAG (molecules) and PROTEINS (secondary-structure graphs).
 
-A graph becomes a sequence of node tokens, which HighMMT's Perceiver reads like any other set of
-positions. The edges are therefore folded into each node's channels, so that the tokens carry the
-graph's real structure rather than a bag of node labels:
-
-* one-hot node label (atom type for MUTAG, helix/sheet/turn for PROTEINS);
-* degree (raw; standardised with the other channels by the training-split statistics);
-* random-walk structural encoding, RWSE (Dwivedi et al., "Graph neural networks with learnable
-  structural and positional representations", ICLR 2022): the return probabilities
-  ``diag(P^k)``, k = 1..8, with ``P = D⁻¹A``. They tell a node in a 6-ring from one in a 5-ring or a
-  chain (odd cycles show up at odd k) and are invariant to node order and free of the sign and basis
-  ambiguity of Laplacian eigenvectors. Laplacian-eigenvector encodings are left out for that reason:
-  the symmetric molecules in MUTAG have repeated eigenvalues, where no fixed sign convention makes
-  the eigenvectors well defined;
-* what else the folder holds per node: for MUTAG the number of incident aromatic / single / double /
-  triple bonds (``MUTAG_edge_labels.txt``), for PROTEINS the one node attribute
-  (``PROTEINS_node_attributes.txt``, heavy-tailed with a few negative values, so passed through
-  sign(x)·log(1+|x|)).
-
-The node axis gets HighMMT's Fourier position features by index, i.e. the node order of the TU files
-(for PROTEINS, roughly the order along the chain). Node counts vary, so samples are zero-padded with
-a mask. TU datasets have no official split (papers use 10-fold cross-validation); a stratified
-80/10/10 train/val/test split is drawn with the run seed instead.
+A graph becomes a sequence of node tokens whose channels fold in the structure: one-hot label,
+degree, random-walk return probabilities (RWSE) and what the folder holds per node; zero-padded with
+a mask; a stratified 80/10/10 split with the run seed. Design: docs/data.md#graphs-mutag-proteins.
 """
 
 from __future__ import annotations

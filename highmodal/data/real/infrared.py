@@ -1,24 +1,8 @@
 """RoadScene: 221 pixel-aligned thermal-infrared / visible image pairs of road scenes (FLIR ADAS frames).
 
-The data set was made for image fusion and has no labels, so the task here is a construction: a
-self-supervised pairing task, "do this infrared image and this visible image show the same scene?".
-Each scene gives one positive (its own IR + visible) and one negative (its IR + another scene's
-visible image). Negatives pair scenes by a seeded random single-cycle permutation within the split,
-so every visible image appears in exactly one positive and one negative pair and every IR image
-likewise: neither modality alone carries any information about the label, only their
-correspondence does (chance accuracy is 0.5 and classes are balanced). Like HighMMT's
-cross-modal interaction setting, this asks the model to relate two modalities, not to classify one.
-
-Scenes (not pairs) are split 70/10/20 into train/val/test with the run seed, so no scene, through
-either of its images, appears in two splits. Frames with nearby FLIR numbers were checked by eye and
-show different places, so the file name is taken as the scene identity.
-
-Images vary in size (about 500×330, aspect ≈ 1.5) and are resized to ``size``×``size`` (64: the
-squeeze is the same for both modalities and leaves street layout, vehicles and people recognisable),
-then cut into ``patch``×``patch`` squares as HighMMT does for images: IR (grey, 1 channel) →
-``(8, 8, 64)``, visible (RGB) → ``(8, 8, 192)``; the ``gradients`` view holds one edge value per pixel
-in both. Decoding uses Pillow (installed with tensorboard). The task is declared ``aligned``: token ``t``
-of both images covers the same place, which HighMMT's aligned-token comparison reads.
+A constructed pairing task, "do this infrared and this visible image show the same scene?", in which
+neither modality alone says anything about the label; scenes split 70/10/20 with the run seed;
+images resized and cut into squares, declared ``aligned``. Design: docs/data.md#infrared-roadscene.
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
 """3-D shape classification on ModelNet10 as 32³ occupancy grids (binvox of the official meshes).
 
-Two views of the same grids:
-
-* ``voxels`` (default, modality ``shape_voxels``): the grid is cut into 4×4×4 = 64 blocks of 8³
-  voxels, each block one token of 512 occupancy values on a 3-D position grid, exactly as HighMMT
-  cuts an image into squares (and like VoxNet's 3-D receptive fields). 64 tokens keep the Perceiver
-  cheap; the full grid is kept.
-* ``points`` (modality ``shape_points``, so a suite may hold both views): the shape as a point set,
-  the occupied voxels' centres scaled to [-1, 1], which is what point-cloud models consume. Shapes
-  with more than ``points`` occupied voxels keep a seeded uniform subsample, sorted (x, then y, then
-  z) so the token order is canonical; smaller shapes (309 of 3,991 training grids have fewer than
-  256 occupied voxels) keep all their voxels and are padded with a mask.
-
-The data holds 34 all-empty grids (27 train, mostly tables and bathtubs; 7 test), presumably meshes
-whose voxelisation failed. As voxels they stay (an empty grid is a valid, if uninformative, input and
-the official split keeps its size); as points they have no point to give and are dropped, which the
-task description reports.
-
-Official train (3,991) / test (908) split; validation is carved from train (stratified, run seed).
-Classes are the alphabetical ModelNet10 categories (per the source repository).
+Two views of the same grids: ``voxels`` (64 tokens of 8³ occupancy blocks, as HighMMT cuts an image
+into squares) or ``points`` (the occupied voxels' centres as a point set). Official train / test
+split, validation carved from train. Design: docs/data.md#shapes-modelnet10.
 """
 
 from __future__ import annotations

@@ -1,29 +1,8 @@
 """Sentence classification on the harvardnlp Kim-CNN files: SST-2, SST-5 (sentiment) and TREC (question type).
 
-HighMMT feeds text as a sequence of fixed per-token feature vectors (GloVe in the paper). Pretrained
-vectors are not available here, so word vectors are fit offline on each task's own *training*
-sentences, LSA-style (Levy, Goldberg & Dagan, TACL 2015: PPMI + SVD matches word2vec / GloVe at corpus
-sizes like these, where a neural embedding trained from scratch is noisy): a lower-cased vocabulary
-(words seen at least ``min_count`` times, the rest → ``<unk>``, which thus gets a vector that unseen words
-share), positive PMI of word–context co-occurrence within ±``window`` words with context-distribution
-smoothing, a truncated SVD to ``dim`` dimensions, each standardised over the training tokens. The fit
-is closed-form and deterministic. ``dim`` was chosen on validation (docs/results-analysis.md, "Text").
-
-SST-2 and SST-5 share one modality, ``sst_text`` (as HighMMT shares text between MOSEI and UR-FUNNY):
-one featurizer fit on the union of their training sentences (SST-2's are SST-5's minus the neutral
-ones), so a sentence has the same inputs in either task. The files are PTB-tokenized, one sentence per
-line after an integer label; tokens are split on whitespace.
-
-``tokens: subword`` is OmniVec2's view (Uni-Perceiver-style modality tokenizers, §3.1): WordPiece ids
-(HF ``tokenizers``) trained on the task's own training split, mapped to vectors by the model's own
-embedding; modalities ``sst_subwords`` (one vocabulary for SST-2 and SST-5) and ``trec_subwords``
-(TREC's vectors and vocabulary are fit on the training questions left after its validation carve).
-``[PAD]`` = id 0, ``[UNK]`` = id 1, continuation pieces marked ``##``; ids are stored as float32
-``(N, L, 1)`` (exact below 2^24) with a mask true where the id is non-zero, and the spec carries
-``vocab_size``. The library's trainer alone is not deterministic (tokenizers issue #1794: ``##`` pieces
-get ids in hash-map order), so the continuation pieces are declared up front in code-point order as
-trainer special tokens, then the vocabulary is loaded into a fresh model whose only specials are
-``[PAD]`` and ``[UNK]``; the tests check that separate processes learn identical tokenizers.
+Two views: word vectors fit on each task's own training sentences (PPMI + SVD, HighMMT's per-token
+features without pretrained GloVe; SST-2 and SST-5 share one modality), or WordPiece subword ids
+trained on the training split (``tokens: subword``, OmniVec2's view). Design: docs/data.md#text-sst-2-sst-5-trec.
 """
 
 from __future__ import annotations
