@@ -160,11 +160,16 @@ def cmd_predict(args) -> None:
     print(f"wrote {len(rows)} predictions for task {args.task!r} to {out}; runtime {runtime}{how}")
 
 
+def _out(args, command: str, config: str | Path) -> Path:
+    """``--out``, else ``runs/<command>-<config name>[-quick]``."""
+    quick = "-quick" if getattr(args, "quick", False) else ""
+    return Path(args.out) if args.out else Path("runs") / f"{command}-{Path(config).stem}{quick}"
+
+
 def cmd_suite(args) -> None:
     from highmodal.experiments.suite import run_suite
 
-    tag = f"{Path(args.suite).stem}{'-quick' if args.quick else ''}"
-    out = Path(args.out) if args.out else Path("runs") / f"suite-{tag}"
+    out = _out(args, "suite", args.suite)
     report = Path(args.report_dir) if args.report_dir else Path("docs") if args.docs else out
     command = "highmodal " + " ".join(args.argv)
     result = run_suite(args.suite, out, report, _data(args), args.quick, args.overwrite, not args.no_progress,
@@ -179,8 +184,7 @@ def cmd_suite(args) -> None:
 def cmd_heterogeneity(args) -> None:
     from highmodal.experiments.heterogeneity import quantify
 
-    tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
-    out = Path(args.out) if args.out else Path("runs") / f"heterogeneity-{tag}"
+    out = _out(args, "heterogeneity", args.config)
     report = quantify(args.config, out, _data(args), args.quick, args.full, args.workers, args.overwrite,
                       not args.no_progress, "highmodal " + " ".join(args.argv), param_budget=args.param_budget,
                       reanalyse=Path(args.reanalyse) if args.reanalyse else None)
@@ -200,8 +204,7 @@ def cmd_heterogeneity(args) -> None:
 def cmd_study(args) -> None:
     from highmodal.experiments.heterogeneity import study
 
-    tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
-    out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{tag}"
+    out = _out(args, args.command, args.config)
     rows = study(args.config, Path(args.heterogeneity), out, _data(args), args.command, args.quick, args.seeds,
                  args.variants.split(",") if args.variants else None, args.overwrite, not args.no_progress,
                  "highmodal " + " ".join(args.argv))
@@ -214,8 +217,7 @@ def cmd_study(args) -> None:
 def cmd_variants(args) -> None:
     from highmodal.experiments.variants import markdown, run_study
 
-    tag = f"{Path(args.config).stem}{'-quick' if args.quick else ''}"
-    out = Path(args.out) if args.out else Path("runs") / f"variants-{args.study}-{tag}"
+    out = _out(args, f"variants-{args.study}", args.config)
     report = run_study(args.config, args.study, out, _data(args), args.seeds,
                        args.variants.split(",") if args.variants else None, args.quick, args.overwrite,
                        not args.no_progress, "highmodal " + " ".join(args.argv), reuse=args.reuse)
@@ -228,7 +230,7 @@ def cmd_probe(args) -> None:
 
     run_dir = Path(args.run_dir)
     config = Path(args.config)
-    out = Path(args.out) if args.out else Path("runs") / f"probe-{config.stem}"
+    out = _out(args, "probe", config)
     report = run_probe(run_dir, config, out, _data(args), baseline=not args.no_baseline, overwrite=args.overwrite,
                        progress=not args.no_progress, command="highmodal " + " ".join(args.argv), seed=args.seed)
     print(f"\nprobe of {run_dir} ({out / 'probe.json'}):")
@@ -304,7 +306,7 @@ def cmd_pretrain(args) -> None:
 
     config = Path(args.config)
     cfg = load_pretrain_config(config, args.quick)
-    out = Path(args.out) if args.out else Path("runs") / f"pretrain-{config.stem}{'-quick' if args.quick else ''}"
+    out = _out(args, "pretrain", config)
     summary = pretrain(cfg, config, out, _data(args), args.overwrite, not args.no_progress, quick=args.quick,
                        resume=args.resume)
     if "run" not in summary:  # a torchrun process other than rank 0
@@ -318,7 +320,7 @@ def cmd_transfer(args) -> None:
     from highmodal.experiments.pretraining import markdown, run_transfer
 
     config = Path(args.config)
-    out = Path(args.out) if args.out else Path("runs") / f"transfer-{config.stem}{'-quick' if args.quick else ''}"
+    out = _out(args, "transfer", config)
     report = run_transfer(config, Path(args.pretrained), out, _data(args), args.quick, args.overwrite, args.reuse,
                           not args.no_progress, "highmodal " + " ".join(args.argv),
                           parts=args.parts.split(",") if args.parts else None)
