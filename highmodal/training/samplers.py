@@ -19,9 +19,20 @@ from highmodal.errors import HighmodalError
 from highmodal.models.base import Piece
 from highmodal.registry import Registry
 from highmodal.training.batching import TaskTensors
-from highmodal.training.schedule import staggered_schedule
 
 SAMPLERS: Registry[type] = Registry("sampler")
+
+
+def staggered_schedule(num_batches: dict[str, int]) -> list[list[str]]:
+    """HighMMT's staggered schedule (Appendix B.5): tasks per step for one epoch; a task with ``n``
+    batches joins at step ``max_n - n``.
+
+    With A: 300, B: 200, C: 100 batches, steps 0-99 train A, 100-199 A+B, 200-299 A+B+C. The
+    paper found this beats uniform mixing because small tasks overfit less when they are seen
+    only late in each epoch.
+    """
+    total = max(num_batches.values())
+    return [[t for t, n in num_batches.items() if step >= total - n] for step in range(total)]
 
 
 @SAMPLERS.register("staggered")

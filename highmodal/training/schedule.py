@@ -1,14 +1,19 @@
-"""HighMMT's staggered multitask schedule (Appendix B.5)."""
+"""The learning-rate schedule every training run uses: linear warm-up, then cosine decay."""
 
 from __future__ import annotations
 
+import math
 
-def staggered_schedule(num_batches: dict[str, int]) -> list[list[str]]:
-    """Tasks per step for one epoch: a task with ``n`` batches joins at step ``max_n - n``.
 
-    With A: 300, B: 200, C: 100 batches, steps 0-99 train A, 100-199 A+B, 200-299 A+B+C. The
-    paper found this beats uniform mixing because small tasks overfit less when they are seen
-    only late in each epoch.
-    """
-    total = max(num_batches.values())
-    return [[t for t, n in num_batches.items() if step >= total - n] for step in range(total)]
+def warmup_cosine(total_steps: int, warmup_frac: float, min_ratio: float):
+    """The factor on the base learning rate at each step: linear from 1/warmup to 1 over the first
+    ``warmup_frac`` of the steps, then cosine down to ``min_ratio`` at the last."""
+    warmup = max(int(total_steps * warmup_frac), 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(total_steps - warmup, 1)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor

@@ -30,19 +30,8 @@ from highmodal.training.memory import GIB, available_bytes, check_step_fits, hin
 from highmodal.training.precision import autocast
 from highmodal.training.resume import Progress, load_checkpoint, save_checkpoint, trim_log
 from highmodal.training.samplers import create_sampler
+from highmodal.training.schedule import warmup_cosine
 from highmodal.training.task_stopping import TaskStopping
-
-
-def warmup_cosine(total_steps: int, warmup_frac: float, min_ratio: float):
-    warmup = max(int(total_steps * warmup_frac), 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(total_steps - warmup, 1)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 class Trainer:

@@ -7,7 +7,7 @@ import pytest
 
 from highmodal.metrics import chance_metrics, compute_metrics, metric_names, skill, threshold_accuracy
 from highmodal.tasks import Task
-from highmodal.training.schedule import staggered_schedule
+from highmodal.training.samplers import staggered_schedule
 
 
 def test_staggered_schedule_small_example():
