@@ -18,9 +18,8 @@ There is no official code; the choices the paper leaves open, all configurable:
   predicts is a path that training optimises. ``inference: self`` fuses a stream with itself
   instead, which needs no extra training path. docs/omnivec2.md measures the options.
 * A head pools its stream's real tokens (max by default, ``pool: mean`` optional) and applies
-  LayerNorm → Linear → GELU → Linear (the paper's ViT-Tiny heads are too large for our tasks).
-  Max pooling learned faster from scratch: OmniVec2-tiny's MNIST loss after 200 steps was 1.10 with
-  max and 1.69 with mean pooling.
+  LayerNorm → Linear → GELU → Linear (the paper's ViT-Tiny heads are too large for our tasks; max
+  pooling learned faster from scratch: docs/omnivec2.md).
 * A task with several modalities is predicted from each present modality alone and the head
   outputs averaged (``inference: single``, the paper's path, or ``self``); ``inference: fused`` runs
   every pair of present modalities through the two-stream graph instead (a one-modality task then

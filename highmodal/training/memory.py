@@ -4,8 +4,8 @@ of letting the OS kill the process (CPU) or an allocator error surface mid-run (
 The estimate is measured, not modelled: one forward pass on one and on two samples of each task
 records the bytes autograd saves for backward (``saved_tensors_hooks``); their difference is the
 per-sample cost and the rest the fixed cost. Saved activations dominate a step's peak, but backward
-also needs transient buffers, so the estimate is scaled by ``BACKWARD_FACTOR`` (calibrated on the
-demo tasks with the large preset: a step's peak resident growth was 1.17–1.36× the saved bytes).
+also needs transient buffers, so the estimate is scaled by ``BACKWARD_FACTOR``, calibrated on the
+demo tasks (docs/usage.md, "Memory and multi-process training").
 """
 
 from __future__ import annotations

@@ -109,9 +109,7 @@ def learned_positions(*sizes: int, d_model: int) -> nn.Parameter:
 
     ViT and BERT start at std 0.02, ~25× below the content embeddings, and on our small data the
     model then spends hundreds of steps on a permutation-invariant plateau before it tells tokens
-    apart. Loss after 150 steps of OmniVec2-tiny (digits, JapaneseVowels, ItalyPowerDemand):
-    std 0.02 → 2.14 / 0.12 / 0.29; 0.2 → 1.84 / 0.08 / 0.16; 0.5 → 1.32 / 0.05 / 0.05;
-    1.0 → 0.71 / 0.21 / 0.10; MAE's sin-cos code → 2.17 / 0.21 / 0.60.
+    apart (measured in docs/omnivec2.md).
     """
     table = nn.Parameter(torch.empty(*sizes, d_model))
     nn.init.trunc_normal_(table, std=0.5, a=-1.0, b=1.0)
