@@ -150,6 +150,7 @@ class TrainConfig:
     threads: int | None = None
     checkpoint_every: int = 0  # steps between checkpoints besides every epoch end (0: epoch ends only)
     modality_dropout: float = 0.0  # chance per step of hiding each modality of a multimodal task's batch
+    token_dropout: float = 0.0  # chance of hiding each real token of a padded (masked) input: word dropout for text
     grad_accum: int = 1  # run each batch as this many micro-batches, one backward each: same update, less memory
     memory_guard: bool = True  # estimate a step's memory before training and refuse one that cannot fit
     memory_budget_gb: float | None = None  # the guard's budget; None: what the OS (or GPU) reports free
@@ -192,7 +193,7 @@ class TrainConfig:
             "grad_clip": self.grad_clip is None or self.grad_clip > 0,
             "threads": self.threads is None or self.threads >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
-            "modality_dropout": 0 <= self.modality_dropout < 1,
+            "modality_dropout": 0 <= self.modality_dropout < 1, "token_dropout": 0 <= self.token_dropout < 1,
             "grad_accum": self.grad_accum >= 1,
             "memory_budget_gb": self.memory_budget_gb is None or self.memory_budget_gb > 0,
             "pair_alpha": self.pair_alpha >= 0, "balance_temperature": self.balance_temperature > 0,

@@ -114,6 +114,24 @@ class Trainer:
         hidden = {m for m, d in zip(modalities, drop, strict=True) if d}
         return {k: v for k, v in batch.items() if k not in hidden and k.removesuffix("_mask") not in hidden}
 
+    def _drop_tokens(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Token dropout (word dropout for text, Iyyer et al. 2015): every input given with a mask
+        loses each real token with probability p, its mask set false and its content zeroed, while
+        each row keeps at least one (the torch RNG drives it, so resumes replay it)."""
+        out = dict(batch)
+        for key, mask in batch.items():
+            name = key.removesuffix("_mask")
+            if name == key or name not in batch:
+                continue
+            real = mask.bool().flatten(1)
+            keep = real & (torch.rand(real.shape, device=real.device) >= self.cfg.token_dropout)
+            first = torch.zeros_like(real).scatter_(1, real.long().argmax(1, keepdim=True), True) & real
+            keep = (keep | first & ~keep.any(1, keepdim=True)).view(mask.shape)
+            x = batch[name]
+            out[key] = keep.to(mask.dtype)
+            out[name] = x * keep.reshape(*keep.shape, *([1] * (x.dim() - keep.dim()))).to(x.dtype)
+        return out
+
     def step(self, pieces: list[Piece], where: str = "step") -> list[tuple[str, torch.Tensor]]:
         """One optimizer update; returns each piece's (task, loss). With ``grad_accum`` = K every
         piece's batch is cut into K micro-batches (row-aligned, so paired streams stay paired) and
@@ -133,6 +151,8 @@ class Trainer:
         for p in pieces:
             if p.modality is None and self.cfg.modality_dropout > 0 and len(self.model.task(p.task).modalities) > 1:
                 p.batch = self._drop_modalities(p.batch, self.model.task(p.task).modalities)
+            if self.cfg.token_dropout > 0:
+                p.batch = self._drop_tokens(p.batch)
         accum = self.cfg.grad_accum
         rows = [len(p.batch["target"]) for p in pieces]
         slices = [micro_batches(distributed.shard(p.batch), accum) for p in pieces]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from highmodal.errors import HighmodalError
 from highmodal.metrics import chance_metrics, compute_metrics, metric_names, skill, threshold_accuracy
 from highmodal.tasks import Task
 from highmodal.training.samplers import staggered_schedule
@@ -124,3 +125,27 @@ def test_modality_dropout_hides_some_but_never_all():
     assert all("target" in k and ({"a", "b"} & set(k)) for k in kept)
     assert any("a" not in k for k in kept) and any("b" not in k for k in kept)
     assert all(("a" in k) == ("a_mask" in k) for k in kept), "a mask travels with its modality"
+
+
+def test_token_dropout_hides_real_tokens_keeps_one_per_row_and_leaves_unmasked_inputs():
+    import torch
+
+    from highmodal.config import TrainConfig
+    from highmodal.training.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg = TrainConfig(token_dropout=0.5)
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]] * 500 + [[1, 0, 0, 0, 0, 0]] * 500, dtype=torch.bool)
+    words = torch.ones(1000, 6, 3) * mask[..., None]
+    image = torch.ones(1000, 4, 4)
+    out = trainer._drop_tokens({"words": words, "words_mask": mask, "image": image, "target": torch.zeros(1000)})
+    kept = out["words_mask"]
+    assert not (kept & ~mask).any(), "a padded slot never becomes real"
+    assert kept.any(1).all(), "every row keeps a token"
+    assert 0.4 < kept[:500].sum() / (4 * 500) < 0.65  # about half of four real tokens, a few rescued rows
+    assert torch.equal(out["words"], words * kept[..., None]), "hidden tokens are zeroed"
+    assert torch.equal(out["image"], image) and "image_mask" not in out
+    assert torch.equal(out["words_mask"][500:], mask[500:]), "a one-token row keeps its token"
+    with pytest.raises(HighmodalError, match=r"train\.token_dropout"):
+        TrainConfig(token_dropout=1.0)
