@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import shutil
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,7 @@ class PretrainConfig:
     suite: str = "real"
     model: str = "omnivec2"  # label of the suite's ``models:`` entry
     tasks: list[str] | None = None  # a subset of the suite's tasks (None: all)
+    task_options: dict[str, dict[str, typing.Any]] = dataclasses.field(default_factory=dict)  # over the entry's views
     max_train: int | None = None  # training rows per task read for pretraining (None: all)
     seed: int = 0
     device: str = "cpu"
@@ -148,7 +150,8 @@ def load_pretrain_config(path: Path, quick: bool = False) -> PretrainConfig:
     return cfg
 
 def pretraining_suite(cfg: PretrainConfig, config_dir: Path, data_root: Path | None, quick: bool = False):
-    """The suite experiment of ``cfg.model`` restricted to ``cfg.tasks``, and its data."""
+    """The suite experiment of ``cfg.model`` (its data views updated by ``cfg.task_options``) restricted
+    to ``cfg.tasks``, and its data."""
     beside = config_dir / cfg.suite
     suite_path = str(beside) if beside.is_file() or Path(cfg.suite).suffix else cfg.suite
     scfg, suite_dir = load_suite_config(suite_path)
@@ -158,7 +161,10 @@ def pretraining_suite(cfg: PretrainConfig, config_dir: Path, data_root: Path | N
                              f"{', '.join(extras) or 'none'}")
     names = [t["name"] for t in scfg.tasks]
     require_tasks(cfg.tasks or (), names, "pretrain.tasks")
-    exp = extra_experiment(scfg, extras[cfg.model], quick, set(names))
+    extra = extras[cfg.model]
+    extra = dataclasses.replace(extra, task_options={t: extra.task_options.get(t, {}) | cfg.task_options.get(t, {})
+                                                     for t in {*extra.task_options, *cfg.task_options}})
+    exp = extra_experiment(scfg, extra, quick, set(names))
     if exp.model.name != "omnivec2":
         raise HighmodalError(f"pretrain.model: masked pretraining is OmniVec2's; {cfg.model!r} is a {exp.model.name}")
     if cfg.tasks:

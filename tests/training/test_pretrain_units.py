@@ -118,3 +118,20 @@ def test_a_stage_trains_in_bf16_through_the_trainer(suite, tmp_path, monkeypatch
     assert dtypes[:2] == [torch.bfloat16, True]
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 4 and all(np.isfinite(v) for v in record["train_loss"].values())
+
+
+def test_task_options_of_the_pretraining_config_update_the_suite_entrys_views(tmp_path):
+    import yaml
+
+    from highmodal.experiments.pretraining import PretrainConfig, pretraining_suite
+
+    suite = {"name": "mine", "seed": 0, "tasks": [{"name": "digits", "source": "sklearn_digits"},
+                                                   {"name": "cancer", "source": "breast_cancer"}],
+             "models": [{"label": "ov", "model": {"name": "omnivec2", "preset": "tiny"},
+                         "task_options": {"digits": {"shots": 30}}}]}
+    (tmp_path / "mysuite.yaml").write_text(yaml.safe_dump(suite))
+    cfg = PretrainConfig(suite="mysuite.yaml", model="ov", task_options={"cancer": {"shots": 20}})
+    exp, _, data = pretraining_suite(cfg, tmp_path, None)
+    assert [t.get("shots") for t in exp.tasks] == [30, 20]
+    cancer = next(td for td in data if td.task.name == "cancer")
+    assert len(cancer.splits["train"].y) == 40  # 20 per class
