@@ -455,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report-dir", help="where results.md/.json go (default: --out)")
     sp.add_argument("--docs", action="store_true", help="write results.md/.json into ./docs, the project's "
                     "published results, instead of --out")
-    sp.add_argument("--reuse", metavar="DIR", help="evaluate finished HighMMT runs (a), (b) of an earlier suite "
-                    "output with the same settings instead of training them again")
+    sp.add_argument("--reuse", metavar="DIR", help="evaluate the finished runs of an earlier suite output that "
+                    "have the same settings instead of training them again; the others are trained")
     sp = command(sub, "heterogeneity", "measure, complete and cluster modality and interaction "
                                        "heterogeneity (HighMMT) into parameter groups")
     sp.add_argument("--config", required=True, help="packaged suite name (demo, real) or a suite YAML")

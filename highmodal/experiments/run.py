@@ -94,9 +94,11 @@ def silent(*args, **kwargs) -> None:
     """The log of processes other than rank 0: one process reports for all."""
 
 
-def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[dict, dict] | None:
+def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log, strict: bool = True
+              ) -> tuple[dict, dict] | None:
     """Test results and summary of a finished run of exactly ``exp`` (same tasks, model, training and
-    seed), or None when ``run`` holds no finished run. A finished run of other settings is an error."""
+    seed), or None when ``run`` holds no finished run. A finished run of other settings is an error,
+    or with ``strict`` off (runs read from another folder) a run to train again: None."""
     if not (run / "model.json").is_file() or not (run / "summary.json").is_file():
         return None
     saved = {k: v for k, v in read_yaml(run / "config.yaml").items() if k != "config_dir"}
@@ -105,9 +107,12 @@ def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log) -> tuple[
         saved = to_mapping(from_mapping(ExperimentConfig, saved, str(run / "config.yaml")))
     wanted = to_mapping(exp)
     differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
-    if differ:
+    if differ and strict:
         raise HighmodalError(f"--reuse: {run} was trained with other settings ({', '.join(differ)} differ); "
                              "train it again without --reuse")
+    if differ:
+        log(f"not reusing {run}: other settings ({', '.join(differ)} differ); training it again")
+        return None
     log(f"reusing {run}")
     results = evaluate_suite(load(run, exp.train.device), suite, "test", exp.train.eval_batch_size, exp.train.device)
     return results, json.loads((run / "summary.json").read_text())

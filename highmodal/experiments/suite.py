@@ -181,7 +181,8 @@ def run_suite(
 ) -> dict:
     """``reuse``: a folder of earlier suite runs; runs finished there with the same settings (HighMMT
     (a) and (b), the extra models, cross-validation folds) are evaluated instead of trained again
-    (the report lists them)."""
+    (the report lists them). From another folder than ``out``, a run of other settings is trained
+    again into ``out``; in ``out`` itself it is an error (it would have to be replaced)."""
     cfg, config_dir = load_suite_config(suite_name)
     names = {t.get("name") for t in cfg.tasks}
     if quick:
@@ -213,7 +214,7 @@ def run_suite(
     def trained(exp: ExperimentConfig, rel: Path, part: TaskSuite) -> tuple[dict, dict]:
         """Test results (with predictions) and summary of ``exp``: reused from ``reuse / rel`` when a
         finished run of the same settings is there, else trained into ``out / rel``."""
-        found = reuse_run(exp, reuse / rel, part, log) if reuse is not None else None
+        found = reuse_run(exp, reuse / rel, part, log, strict=reuse == out) if reuse is not None else None
         if found is not None:
             reused.append(str(reuse / rel))
             return test_of(reuse / rel, part, exp), found[1]

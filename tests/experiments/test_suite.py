@@ -113,9 +113,14 @@ def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path,
     other = yaml.safe_load((Path(highmodal.__file__).parent / "configs" / "demo.yaml").read_text())
     other["train"]["lr"] = 0.001
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
-    bad = cli("suite", "--suite", str(tmp_path / "other.yaml"), "--quick", "--out", str(tmp_path / "o"),
-              "--reuse", str(out))
-    assert bad.returncode == 2 and "was trained with other settings (train differ)" in bad.stderr
+    bad = cli("suite", "--suite", str(tmp_path / "other.yaml"), "--quick", "--out", str(out), "--reuse", str(out))
+    assert bad.returncode == 2 and "was trained with other settings (train differ)" in bad.stderr  # in place
+    assert (out / "multitask" / "model.safetensors").stat().st_mtime_ns == stamp
+    moved = cli("suite", "--suite", str(tmp_path / "other.yaml"), "--quick", "--out", str(tmp_path / "o"),
+                "--reuse", str(out), "--no-progress", check=True)  # from another folder: trained again there
+    assert "not reusing" in moved.stdout and "training it again" in moved.stdout
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["reused"] == []
+    assert (tmp_path / "o" / "multitask" / "model.safetensors").is_file()
 
 
 def test_report_goes_to_out_unless_docs_is_asked_for(demo_quick, tmp_path, cli):
