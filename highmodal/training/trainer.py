@@ -43,7 +43,7 @@ class Trainer:
         steps from elsewhere, as masked pretraining's (``training/pretrain.py``): it names its loss
         keys in ``weights``, its pieces' kind in ``piece`` and a prefix for messages in ``label``, and
         the run has no validation (the last epoch's weights are kept)."""
-        self.model, self.suite, self.cfg, self.seed = model, suite, cfg, seed
+        self.model, self.cfg, self.seed = model, cfg, seed
         self.run_dir, self.progress = run_dir, progress
         self.main = distributed.is_main()
         self.device = torch.device(cfg.device)
