@@ -97,8 +97,9 @@ def silent(*args, **kwargs) -> None:
 def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log, strict: bool = True
               ) -> tuple[dict, dict] | None:
     """Test results and summary of a finished run of exactly ``exp`` (same tasks, model, training and
-    seed), or None when ``run`` holds no finished run. A finished run of other settings is an error,
-    or with ``strict`` off (runs read from another folder) a run to train again: None."""
+    seed; the name, which only names a default output folder, may differ), or None when ``run`` holds no
+    finished run. A finished run of other settings is an error, or with ``strict`` off (runs read from
+    another folder) a run to train again: None."""
     if not (run / "model.json").is_file() or not (run / "summary.json").is_file():
         return None
     saved = {k: v for k, v in read_yaml(run / "config.yaml").items() if k != "config_dir"}
@@ -106,7 +107,7 @@ def reuse_run(exp: ExperimentConfig, run: Path, suite: TaskSuite, log, strict: b
     with contextlib.suppress(HighmodalError):
         saved = to_mapping(from_mapping(ExperimentConfig, saved, str(run / "config.yaml")))
     wanted = to_mapping(exp)
-    differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    differ = sorted(k for k in wanted if k != "name" and saved.get(k) != wanted[k])
     if differ and strict:
         raise HighmodalError(f"--reuse: {run} was trained with other settings ({', '.join(differ)} differ); "
                              "train it again without --reuse")

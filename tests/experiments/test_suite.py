@@ -101,6 +101,7 @@ def test_reuse_evaluates_finished_runs_instead_of_training(demo_quick, tmp_path,
 
     saved = yaml.safe_load((out / "multitask" / "config.yaml").read_text())
     assert saved["train"].pop("task_hold") == 0.0  # as a run from before the setting existed: its default holds
+    saved["name"] = "trained-elsewhere"  # as a run of `highmodal train` with the same settings
     (out / "multitask" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     proc = cli("suite", "--suite", "demo", "--quick", "--out", str(out), "--reuse", str(out), "--no-progress",
                check=True)
