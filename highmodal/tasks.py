@@ -31,7 +31,10 @@ class Task:
     standardised per sample and channel before encoding, and the head's output is scaled back by
     the window's standard deviation of the forecast channel. ``aligned``: the modalities lie on one
     fixed position grid and position ``t`` of each shows the same place or moment (pixel-aligned
-    images, synchronised sensors), so a model may compare them position by position.
+    images, synchronised sensors), so a model may compare them position by position. ``joint``: the
+    target is a relation between the modalities (do these two images show the same scene?), so no
+    modality alone predicts it; a model that can predict from one modality (OmniVec2) must read
+    the task's modalities together.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Task:
     forecast_residual: bool = True
     forecast_instance_norm: bool = True
     aligned: bool = False
+    joint: bool = False
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -58,6 +62,8 @@ class Task:
             raise HighmodalError(f"{where}: modalities {list(self.modalities)} repeat a name")
         if self.target not in TARGETS:
             raise HighmodalError(f"{where}: target kind {self.target!r} is not one of {', '.join(TARGETS)}")
+        if self.joint and len(self.modalities) < 2:
+            raise HighmodalError(f"{where}: declared joint (a relation between modalities) but has one modality")
         if self.target == "classification" and self.out_dim < 2:
             raise HighmodalError(f"{where}: classification needs at least 2 classes, found {self.out_dim}")
         if self.weight <= 0:

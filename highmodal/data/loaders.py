@@ -54,6 +54,7 @@ class TaskEntry:
     forecast_residual: bool = True  # forecasting: predict the change from the last observed value
     forecast_instance_norm: bool = True  # forecasting: standardise each input window (RevIN)
     aligned: bool | None = None  # modalities compared position by position (None: as the source declares)
+    joint: bool | None = None  # the target is a relation between the modalities (None: as the source declares)
 
 
 @dataclass(frozen=True)
@@ -151,14 +152,16 @@ def build_suite(entries: list[dict[str, Any]], ctx: LoadContext, where: str = "t
 
 def make_task(
     entry: TaskEntry, modalities: list[str], target: str, out_dim: int, class_names=(), description: str = "",
-    aligned: bool = False,
+    aligned: bool = False, joint: bool = False,
 ) -> Task:
     """The loader's Task, carrying the entry's common fields (name, weight, batch size). ``aligned``:
-    whether the source's modalities are aligned position by position; the entry's ``aligned`` overrides."""
+    whether the source's modalities are aligned position by position; ``joint``: whether the target is
+    a relation between them; the entry's ``aligned`` and ``joint`` override."""
     return Task(entry.name, tuple(modalities), target, out_dim, tuple(class_names), entry.weight,
                 entry.batch_size, description, metric=entry.metric, forecast_residual=entry.forecast_residual,
                 forecast_instance_norm=entry.forecast_instance_norm,
-                aligned=aligned if entry.aligned is None else entry.aligned)
+                aligned=aligned if entry.aligned is None else entry.aligned,
+                joint=joint if entry.joint is None else entry.joint)
 
 
 def encode_labels(raw: np.ndarray, where: str, classes: list | None = None) -> tuple[np.ndarray, list[str]]:

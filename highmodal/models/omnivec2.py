@@ -24,6 +24,13 @@ There is no official code; the choices the paper leaves open, all configurable:
   outputs averaged (``inference: single``, the paper's path, or ``self``); ``inference: fused`` runs
   every pair of present modalities through the two-stream graph instead (a one-modality task then
   falls back to ``single``).
+* Not in the paper, whose tasks are all predictable from one modality: a ``joint`` task (its target a
+  relation between its modalities, e.g. RoadScene's "same scene?") is always predicted through the
+  two-stream graph over its own modalities, and trained only that way (the sampler pairs it with
+  itself). When its modalities are also ``aligned``, the pooled features its heads read gain the
+  aligned-token comparison of the two tokenizers' outputs (``nn/aligned.py``, as HighMMT's aligned
+  tasks; ``compare_aligned: false`` turns it off): attention alone compares each token against all
+  positions, and from a few hundred pairs does not learn that only the same position matters.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from highmodal.modalities.tokenizers import create_tokenizer
 from highmodal.modalities.unified import UnifiedTokenizer
 from highmodal.models.base import MultitaskModel, Piece
 from highmodal.models.registry import register_model, resolve_preset
+from highmodal.nn.aligned import AlignedComparison
 from highmodal.nn.transformer import Block, Transformer, masked_max, masked_mean
 from highmodal.tasks import Task
 
@@ -65,6 +73,7 @@ class OmniVec2Config:
     inference: str = "single"  # "self": each stream fused with itself; "fused": every pair of a task's modalities
     train_single: bool = True  # pairwise steps also train h∘g∘f, the single-stream path
     pool: str = "max"  # how a head pools its stream's real tokens
+    compare_aligned: bool = True  # a joint, aligned task's heads also read its tokens' aligned comparison
     tokenizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-kind tokenizer options
 
     def __post_init__(self) -> None:
@@ -134,6 +143,10 @@ class OmniVec2(MultitaskModel):
                                                                for m in t.modalities}) for t in tasks})
         else:
             self.unified_head = UnifiedHead(cfg.fusion_dim, tasks)
+        # Built only for joint, aligned tasks: other suites (and checkpoints saved before tasks could be
+        # joint) keep their parameters.
+        self.compare = nn.ModuleDict({t.name: AlignedComparison(cfg.d_model, cfg.fusion_dim) for t in tasks
+                                      if t.joint and t.aligned and cfg.compare_aligned})
 
     # --- the network, piece by piece -------------------------------------------------------------
     def tokenize(self, batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -167,8 +180,12 @@ class OmniVec2(MultitaskModel):
             return self.fuse(x, x)[0]
         return self.g(*x), x[1]
 
-    def head(self, z: tuple[torch.Tensor, torch.Tensor | None], task: str, modality: str) -> torch.Tensor:
+    def head(self, z: tuple[torch.Tensor, torch.Tensor | None], task: str, modality: str,
+             extra: torch.Tensor | None = None) -> torch.Tensor:
+        """h: the stream's pooled tokens (plus ``extra``, a joint task's aligned comparison) → outputs."""
         pooled = POOLS[self.cfg.pool](*z)
+        if extra is not None:
+            pooled = pooled + extra
         if self.cfg.head == "task":
             return self.heads[task][modality](pooled)
         return self.unified_head(pooled, task)
@@ -188,6 +205,21 @@ class OmniVec2(MultitaskModel):
             x = self.reduce(self.f(tokens, mask))
         return POOLS[self.cfg.pool](self.g(x, mask), mask)
 
+    def fused_heads(self, task: str, batch: dict[str, torch.Tensor], a: str, b: str,
+                    streams: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> list[torch.Tensor]:
+        """Both heads of two modalities of one task, on the same rows, through the two-stream graph;
+        a joint, aligned task adds the aligned comparison of the two modalities' tokens."""
+        za, zb = self.fuse(*streams)
+        extra = None
+        if task in self.compare:
+            first, second = sorted((a, b), key=self.task(task).modalities.index)
+            (x, _), (y, _) = self.tokenize(batch, first), self.tokenize(batch, second)
+            if x.shape[1] != y.shape[1]:
+                raise HighmodalError(f"task {task!r}: aligned modalities {first!r} and {second!r} tokenize to "
+                                     f"{x.shape[1]} and {y.shape[1]} tokens; set a common tokenizer patch size")
+            extra = self.compare[task](x, y)
+        return [self.head(za, task, a, extra), self.head(zb, task, b, extra)]
+
     # --- training and inference --------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         t = self.task(task)
@@ -196,12 +228,14 @@ class OmniVec2(MultitaskModel):
         present = [m for m in t.modalities if m in batch]
         if not present:
             raise HighmodalError(f"task {task!r}: the batch holds none of its modalities {list(t.modalities)}")
+        if t.joint and len(present) < 2:
+            raise HighmodalError(f"task {task!r} is joint (its target relates its modalities): the batch must hold "
+                                 f"two or more of {list(t.modalities)}, it holds {present}")
         streams = {m: self.stream(batch, m) for m in present}
-        if self.cfg.inference == "fused" and len(present) > 1:
+        if (self.cfg.inference == "fused" or t.joint) and len(present) > 1:
             outs = []
             for a, b in itertools.combinations(present, 2):
-                za, zb = self.fuse(streams[a], streams[b])
-                outs += [self.head(za, task, a), self.head(zb, task, b)]
+                outs += self.fused_heads(task, batch, a, b, (streams[a], streams[b]))
         else:
             outs = [self.head(self.single(streams[m]), task, m) for m in present]
         return self.forecast_output(torch.stack(outs).mean(0), view)
@@ -209,12 +243,16 @@ class OmniVec2(MultitaskModel):
     def step_outputs(self, pieces: Sequence[Piece]) -> list[torch.Tensor | tuple[torch.Tensor, ...]]:
         """Pairwise training (§3): two pieces, each one modality of one task, go through the fused
         two-stream graph, and with ``train_single`` also each through the single-stream path (a
-        piece's output is then the pair (fused, single), its loss their mean); a lone modality piece
-        goes single-stream; a whole-task piece as ``forward``."""
+        piece's output is then the pair (fused, single), its loss their mean); two modalities of one
+        joint task go through its fused path only; a lone modality piece goes single-stream; a
+        whole-task piece as ``forward``."""
         if len(pieces) == 2 and all(p.modality is not None for p in pieces):
             views = [self.forecast_view(p.batch, p.task) for p in pieces]
             a, b = (Piece(p.task, p.modality, v.batch) for p, v in zip(pieces, views, strict=True))
             sa, sb = self.stream(a.batch, a.modality), self.stream(b.batch, b.modality)
+            if a.task == b.task and self.task(a.task).joint:
+                return [self.forecast_output(out, v) for out, v in
+                        zip(self.fused_heads(a.task, a.batch, a.modality, b.modality, (sa, sb)), views, strict=True)]
             za, zb = self.fuse(sa, sb)
             fused = [self.head(za, a.task, a.modality), self.head(zb, b.task, b.modality)]
             if self.cfg.train_single:

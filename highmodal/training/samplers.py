@@ -68,7 +68,9 @@ class PairwiseSampler:
     half batch sizes (cross-attention pairs rows). Rows of each task are drawn without replacement
     from a reshuffled permutation, wrapping around when used up. An epoch has as many steps as one
     pass over every task in full batches. With a single modality there is nothing to pair, and each
-    step is one single-stream batch of it.
+    step is one single-stream batch of it. A ``joint`` task (its target a relation between its
+    modalities) is never fused with another task's stream, where its label would be noise: once
+    drawn, it is paired with another of its own modalities on the same rows.
     """
 
     def __init__(self, data: dict[str, TaskTensors], batch_sizes: dict[str, int], alpha: float = 0.0) -> None:
@@ -122,6 +124,11 @@ class PairwiseSampler:
             ma, mb = modalities[ia], modalities[ib]
             ta = owners[ma][int(rng.integers(len(owners[ma])))]
             tb = owners[mb][int(rng.integers(len(owners[mb])))]
+            joint = next((t for t in (ta, tb) if self.data[t].task.joint), None)
+            if joint is not None and not ta == tb == joint:
+                ma = ma if ta == joint else mb
+                own = [m for m in self.data[joint].task.modalities if m != ma]
+                ta, tb, mb = joint, joint, own[int(rng.integers(len(own)))]
             half = max(min(self.batch_sizes[ta], self.batch_sizes[tb]) // 2, 1)
             idx_a = rows(ta, half)
             idx_b = idx_a if ta == tb else rows(tb, half)

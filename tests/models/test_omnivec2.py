@@ -150,3 +150,92 @@ def test_embedding_for_probes(suite):
     assert emb.shape == (6, PRESETS["tiny"].fusion_dim)
     with pytest.raises(HighmodalError, match="modality 'nope' is not one of the model's"):
         model.embed({"nope": torch.zeros(2, 3, 1)}, "nope")
+
+
+# ---------------------------------------------------------------- joint (and aligned) tasks
+
+
+def _joint_model(**overrides):
+    from highmodal.modalities.spec import ModalitySpec
+    from highmodal.tasks import Task
+
+    specs = [ModalitySpec("ir", "infrared", (4, 4, 4)), ModalitySpec("rgb", "image", (4, 4, 4))]
+    tasks = [Task("pair", ("ir", "rgb"), "classification", 2, aligned=True, joint=True),
+             Task("loose", ("ir", "rgb"), "classification", 2)]
+    torch.manual_seed(0)
+    return create_model("omnivec2", specs, tasks, preset="tiny", **overrides).eval()
+
+
+def test_a_joint_task_predicts_and_trains_through_its_fused_path_only():
+    model = _joint_model()
+    assert set(model.compare) == {"pair"}  # only the joint, aligned task gets the comparison
+    g = torch.Generator().manual_seed(1)
+    b = {"ir": torch.randn(5, 4, 4, 4, generator=g), "rgb": torch.randn(5, 4, 4, 4, generator=g)}
+    out = model(b, "pair")
+    streams = (model.stream(b, "ir"), model.stream(b, "rgb"))
+    torch.testing.assert_close(out, torch.stack(model.fused_heads("pair", b, "ir", "rgb", streams)).mean(0))
+    za, _ = model.fuse(*streams)
+    assert not torch.allclose(model.fused_heads("pair", b, "ir", "rgb", streams)[0], model.head(za, "pair", "ir"))
+    shuffled = {"ir": b["ir"], "rgb": b["rgb"][torch.tensor([1, 2, 3, 4, 0])]}
+    assert not torch.allclose(model(shuffled, "pair"), out)  # the prediction reads the pairing
+    reversed_pieces = model.step_outputs([Piece("pair", "rgb", b), Piece("pair", "ir", b)])
+    assert all(isinstance(o, torch.Tensor) for o in reversed_pieces)  # no single-stream path trained
+    torch.testing.assert_close(torch.stack(reversed_pieces).mean(0), out)  # either order, the same comparison
+    with pytest.raises(HighmodalError, match=r"task 'pair' is joint.*holds \['ir'\]"):
+        model({"ir": b["ir"]}, "pair")
+    loose = model({"ir": b["ir"]}, "loose")  # an ordinary task still predicts from one modality
+    assert loose.shape == (5, 2)
+    assert len(_joint_model(compare_aligned=False).compare) == 0
+
+
+def test_a_checkpointed_task_without_the_joint_field_is_not_joint():
+    from highmodal.tasks import Task
+
+    saved = Task("pair", ("ir", "rgb"), "classification", 2, joint=True).to_dict()
+    assert Task.from_dict(saved).joint
+    del saved["joint"]
+    assert not Task.from_dict(saved).joint
+    with pytest.raises(HighmodalError, match=r"declared joint .* has one modality"):
+        Task("one", ("ir",), "classification", 2, joint=True)
+
+
+def _fit_pairs(compare: bool) -> float:
+    """Training accuracy of the fused path after 150 pairwise steps on 128 digit images paired with an
+    inverted, noisy copy of themselves (label 1) or of another digit (label 0)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from highmodal.modalities.spec import ModalitySpec
+    from highmodal.models.base import piece_loss
+    from highmodal.tasks import Task
+
+    img = load_digits().images[:128].astype(np.float32) / 16
+    rng = np.random.default_rng(0)
+    n = len(img)
+    other = np.concatenate([img, img[np.roll(np.arange(n), 1)]])
+    other = 1 - other + rng.normal(scale=0.1, size=other.shape).astype(np.float32)
+
+    def tokens(x: np.ndarray) -> torch.Tensor:  # 8x8 images -> 4x4 grid of 2x2 patches
+        return torch.tensor(x.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 4, 4, 4))
+
+    a, b, y = tokens(np.concatenate([img, img])), tokens(other), torch.tensor(np.repeat([1, 0], n))
+    specs = [ModalitySpec("a", "image", (4, 4, 4)), ModalitySpec("b", "infrared", (4, 4, 4))]
+    torch.manual_seed(0)
+    model = create_model("omnivec2", specs, [Task("pair", ("a", "b"), "classification", 2, aligned=True,
+                                                  joint=True)], preset="tiny", compare_aligned=compare)
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    for _ in range(150):
+        i = torch.randint(0, 2 * n, (64,))
+        rows = {"a": a[i], "b": b[i]}
+        outs = model.step_outputs([Piece("pair", "a", rows), Piece("pair", "b", rows)])
+        loss = sum(piece_loss(torch.nn.functional.cross_entropy, o, y[i]) for o in outs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return (model.eval()({"a": a, "b": b}, "pair").argmax(1) == y).float().mean().item()
+
+
+def test_the_aligned_comparison_learns_a_pairing_cross_attention_alone_does_not():
+    assert _fit_pairs(compare=True) > 0.8
+    assert _fit_pairs(compare=False) < 0.65

@@ -165,3 +165,17 @@ def test_resume_with_balancer_state_is_bit_identical(suite, tmp_path, balance, m
     assert ref.balancer.weights() == resumed.balancer.weights()
     last = load_file(str(tmp_path / "ref" / "checkpoints" / "last" / "model.safetensors"))
     assert last.keys() == ref.model.state_dict().keys()
+
+
+def test_a_joint_task_is_only_ever_paired_with_itself(suite):
+    """A joint task's label relates its modalities: fused with another task's stream it would be noise."""
+    from dataclasses import replace
+
+    data = {td.task.name: TaskTensors(replace(td.task, joint=td.task.name == "motions"), td.splits["train"])
+            for td in suite}
+    steps = list(PairwiseSampler(data, {"digits": 32, "motions": 8, "cancer": 32}).epoch(np.random.default_rng(0)))
+    joint = [(a, b) for a, b in steps if "motions" in (a.task, b.task)]
+    assert joint and len(joint) < len(steps)
+    for a, b in joint:
+        assert a.task == b.task == "motions" and {a.modality, b.modality} == {"accelerometer", "gyroscope"}
+        assert torch.equal(a.batch["accelerometer"], b.batch["accelerometer"])  # the very same rows

@@ -2,7 +2,7 @@
 
 A constructed pairing task, "do this infrared and this visible image show the same scene?", in which
 neither modality alone says anything about the label; scenes split 70/10/20 with the run seed;
-images resized and cut into squares, declared ``aligned``. Design: docs/data.md#infrared-roadscene.
+images resized and cut into squares, declared ``aligned`` and ``joint``. Design: docs/data.md#infrared-roadscene.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def roadscene(opts: PairOptions, entry: TaskEntry, ctx: LoadContext) -> TaskData
     td = TaskData(
         make_task(entry, ["road_infrared", "road_visible"], "classification", 2, CLASSES,
                   "constructed: do a thermal and a visible image show the same road scene (chance 0.5)",
-                  aligned=True),
+                  aligned=True, joint=True),
         {"road_infrared": spec("road_infrared", "infrared", ir.shape[1:]),
          "road_visible": spec("road_visible", "image", vis.shape[1:])},
         splits, str(folder))
